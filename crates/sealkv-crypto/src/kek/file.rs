@@ -1,0 +1,79 @@
+//! The file KEK provider: exactly 32 raw bytes in a file outside the data dir (tmpfs, a mounted
+//! secret), mode 0600 or stricter.
+
+use std::fs::OpenOptions;
+use std::io::Read;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use zeroize::Zeroizing;
+
+use super::{DekIdentity, KekError, KekProvider, LocalKek};
+use crate::cipher::DEK_LEN;
+
+/// A KEK read from a file at startup.
+#[derive(Debug)]
+pub struct FileKek {
+    path: PathBuf,
+    kek: LocalKek,
+}
+
+impl FileKek {
+    /// Reads the KEK. Refuses a file that group or others can access, anything that is not a
+    /// regular file, and any length but 32. The file is opened non-blocking, so a FIFO planted at
+    /// the path is refused instead of hanging startup until someone writes to it.
+    pub fn open(path: &Path) -> Result<Self, KekError> {
+        let io = |source| KekError::Io { path: path.to_path_buf(), source };
+        let mut file = OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC | libc::O_NOCTTY)
+            .open(path)
+            .map_err(io)?;
+        let meta = file.metadata().map_err(io)?;
+        if !meta.file_type().is_file() {
+            return Err(KekError::NotRegularFile { path: path.to_path_buf() });
+        }
+        let mode = meta.permissions().mode() & 0o7777;
+        if mode & 0o077 != 0 {
+            return Err(KekError::Permissions { path: path.to_path_buf(), mode });
+        }
+        let mut buf = Zeroizing::new([0u8; DEK_LEN + 1]);
+        let mut len = 0;
+        while let Some(dst) = buf.get_mut(len..) {
+            if dst.is_empty() {
+                break;
+            }
+            match file.read(dst) {
+                Ok(0) => break,
+                Ok(n) => len += n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(io(e)),
+            }
+        }
+        let wrong = || KekError::WrongLength { source_name: path.display().to_string(), len };
+        if len != DEK_LEN {
+            return Err(wrong());
+        }
+        let mut key = Zeroizing::new([0u8; DEK_LEN]);
+        key.copy_from_slice(buf.get(..DEK_LEN).ok_or_else(wrong)?);
+        let kek = LocalKek::new(&key, format!("file:{}", path.display()))?;
+        Ok(FileKek { path: path.to_path_buf(), kek })
+    }
+
+    /// The KEK file's path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl KekProvider for FileKek {
+    fn describe(&self) -> String {
+        self.kek.source().to_owned()
+    }
+    fn wrap(&self, id: DekIdentity, dek: &[u8; DEK_LEN]) -> Result<Vec<u8>, KekError> {
+        self.kek.wrap(id, dek)
+    }
+    fn unwrap(&self, id: DekIdentity, wrapped: &[u8]) -> Result<Zeroizing<[u8; DEK_LEN]>, KekError> {
+        self.kek.unwrap(id, wrapped)
+    }
+}
