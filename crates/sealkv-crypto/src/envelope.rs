@@ -295,14 +295,27 @@ pub struct Opened {
     pub plaintext: Vec<u8>,
 }
 
-fn lookup(keys: &Keystore, h: &Header, purpose: Purpose) -> Result<Arc<Dek>, IntegrityError> {
-    keys.get(h.key_id)
-        .filter(|d| d.purpose() == purpose)
-        .ok_or(IntegrityError::UnknownKeyId { key_id: h.key_id, purpose })
-}
-
+/// Copies the ciphertext ‖ tag out of a (read-only, stored) envelope into a buffer to open in
+/// place.
 fn body(envelope: &[u8]) -> Vec<u8> {
     envelope.get(HEADER_LEN..).unwrap_or_default().to_vec()
+}
+
+/// Opens `buf` (ciphertext ‖ tag) in place under the key the header names, checking its purpose.
+fn open_with(
+    keys: &Keystore,
+    h: &Header,
+    purpose: Purpose,
+    aad: &[u8],
+    buf: &mut Vec<u8>,
+) -> Result<(), IntegrityError> {
+    let n = keys
+        .with_key(h.key_id, |dek| (dek.purpose() == purpose).then(|| dek.open_in_place(h.nonce, aad, buf)))
+        .flatten()
+        .ok_or(IntegrityError::UnknownKeyId { key_id: h.key_id, purpose })?
+        .ok_or(IntegrityError::TagMismatch { key_id: h.key_id })?;
+    buf.truncate(n);
+    Ok(())
 }
 
 /// Opens a storage envelope read at `mvcc_key` with `value_header` exactly as stored.
@@ -313,29 +326,43 @@ pub fn open_storage(
     envelope: &[u8],
 ) -> Result<Opened, IntegrityError> {
     let h = Header::parse(envelope, Purpose::Storage)?;
-    let dek = lookup(keys, &h, Purpose::Storage)?;
-    let mut buf = body(envelope);
     let head = envelope.first_chunk::<HEADER_LEN>().ok_or(IntegrityError::Truncated { len: envelope.len() })?;
-    let n = with_storage_aad(head, value_header, mvcc_key, |aad| dek.open_in_place(h.nonce, aad, &mut buf))
-        .ok_or(IntegrityError::TagMismatch { key_id: h.key_id })?;
-    buf.truncate(n);
+    let mut buf = body(envelope);
+    with_storage_aad(head, value_header, mvcc_key, |aad| open_with(keys, &h, Purpose::Storage, aad, &mut buf))?;
     Ok(Opened { key_id: h.key_id, compressed: h.compressed(), plaintext: buf })
 }
 
 /// Unwraps a raft envelope into the FSM payload; returns the key id with it.
 pub fn unwrap_raft(keys: &Keystore, envelope: &[u8]) -> Result<(u32, Vec<u8>), IntegrityError> {
     let h = Header::parse(envelope, Purpose::Raft)?;
-    let dek = lookup(keys, &h, Purpose::Raft)?;
     let mut buf = body(envelope);
-    let n = dek
-        .open_in_place(h.nonce, &raft_aad(h.key_id), &mut buf)
-        .ok_or(IntegrityError::TagMismatch { key_id: h.key_id })?;
-    buf.truncate(n);
+    open_with(keys, &h, Purpose::Raft, &raft_aad(h.key_id), &mut buf)?;
     Ok((h.key_id, buf))
 }
 
 /// The active key of one purpose on this node with its nonce factory: the only way production
 /// code seals. Replace the whole `Sealer` on rotation; never reuse a factory across DEKs.
+///
+/// # Examples
+///
+/// ```
+/// use sealkv_crypto::{envelope, Keystore, NonceFactory, Purpose, Sealer};
+///
+/// let keys = Keystore::new();
+/// keys.install(7, Purpose::Storage, &[0x42; 32])?;
+/// let sealer = Sealer::new(keys.get(7).expect("installed"), NonceFactory::new(0x0001, 1)?);
+///
+/// let value_header = [0b010, 0, 0, 0, 0, 0, 0, 0, 0]; // encryption_state = storage envelope
+/// let mvcc_key = b"user:1\xff\xff\xff\xff\xff\xff\xff\xfe";
+/// let stored = sealer.seal_storage(false, &value_header, mvcc_key, b"hello")?;
+/// assert_eq!(stored.len(), envelope::OVERHEAD + 5);
+///
+/// let opened = envelope::open_storage(&keys, &value_header, mvcc_key, &stored)?;
+/// assert_eq!(opened.plaintext, b"hello");
+/// // The same bytes under another key (or another TTL, or another version) do not open.
+/// assert!(envelope::open_storage(&keys, &value_header, b"user:2", &stored).is_err());
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Debug)]
 pub struct Sealer {
     dek: Arc<Dek>,

@@ -6,7 +6,6 @@
 //! no-op (replay), different bytes are a [`KeystoreError::KeyConflict`]. Key bytes are wiped when
 //! the last snapshot holding them drops.
 
-use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use arc_swap::ArcSwap;
@@ -52,10 +51,18 @@ pub enum KeystoreError {
     Crypto(#[from] CryptoError),
 }
 
+/// One published state. A handful of keys at most (active + not yet retired), so a linear scan
+/// of a small vector beats hashing on the per-read path.
 #[derive(Default, Clone)]
 struct KeySet {
-    keys: HashMap<u32, Arc<Dek>>,
+    keys: Vec<(u32, Arc<Dek>)>,
     active: [u32; 2],
+}
+
+impl KeySet {
+    fn find(&self, id: u32) -> Option<&Arc<Dek>> {
+        self.keys.iter().find(|(k, _)| *k == id).map(|(_, d)| d)
+    }
 }
 
 /// Unwrapped DEKs by id, plus the active id per purpose.
@@ -68,7 +75,7 @@ pub struct Keystore {
 impl std::fmt::Debug for Keystore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let s = self.snap.load();
-        let mut ids: Vec<_> = s.keys.keys().copied().collect();
+        let mut ids: Vec<_> = s.keys.iter().map(|(k, _)| *k).collect();
         ids.sort_unstable();
         f.debug_struct("Keystore").field("ids", &ids).field("active", &s.active).finish()
     }
@@ -82,14 +89,19 @@ impl Keystore {
 
     /// The key with this id, if loaded. Lock-free.
     pub fn get(&self, key_id: u32) -> Option<Arc<Dek>> {
-        self.snap.load().keys.get(&key_id).cloned()
+        self.snap.load().find(key_id).cloned()
+    }
+
+    /// Runs `f` on the key with this id without taking a reference count: the per-read path.
+    pub fn with_key<R>(&self, key_id: u32, f: impl FnOnce(&Dek) -> R) -> Option<R> {
+        self.snap.load().find(key_id).map(|d| f(d))
     }
 
     /// The active key of a purpose, if any. Lock-free.
     pub fn active(&self, purpose: Purpose) -> Option<Arc<Dek>> {
         let s = self.snap.load();
         let id = *s.active.get(purpose.slot())?;
-        s.keys.get(&id).cloned()
+        s.find(id).cloned()
     }
 
     /// The active id of a purpose (0 when none).
@@ -99,7 +111,7 @@ impl Keystore {
 
     /// Every loaded id, sorted.
     pub fn ids(&self) -> Vec<u32> {
-        let mut ids: Vec<_> = self.snap.load().keys.keys().copied().collect();
+        let mut ids: Vec<_> = self.snap.load().keys.iter().map(|(k, _)| *k).collect();
         ids.sort_unstable();
         ids
     }
@@ -120,7 +132,7 @@ impl Keystore {
         }
         let dek = Arc::new(Dek::new(key_id, purpose, bytes)?);
         let mut next = KeySet::clone(&cur);
-        next.keys.insert(key_id, dek);
+        next.keys.push((key_id, dek));
         self.snap.store(Arc::new(next));
         Ok(())
     }
@@ -129,7 +141,7 @@ impl Keystore {
     pub fn set_active(&self, purpose: Purpose, key_id: u32) -> Result<(), KeystoreError> {
         let _w = self.write.lock().unwrap_or_else(|e| e.into_inner());
         let cur = self.snap.load_full();
-        match cur.keys.get(&key_id) {
+        match cur.find(key_id) {
             None => return Err(KeystoreError::NotLoaded { key_id }),
             Some(d) if d.purpose() != purpose => {
                 return Err(KeystoreError::PurposeConflict { key_id, existing: d.purpose(), requested: purpose });
@@ -148,12 +160,12 @@ impl Keystore {
     pub fn remove(&self, key_id: u32) -> Result<(), KeystoreError> {
         let _w = self.write.lock().unwrap_or_else(|e| e.into_inner());
         let cur = self.snap.load_full();
-        let Some(d) = cur.keys.get(&key_id) else { return Ok(()) };
+        let Some(d) = cur.find(key_id) else { return Ok(()) };
         if cur.active.get(d.purpose().slot()) == Some(&key_id) {
             return Err(KeystoreError::Active { key_id, purpose: d.purpose() });
         }
         let mut next = KeySet::clone(&cur);
-        next.keys.remove(&key_id);
+        next.keys.retain(|(k, _)| *k != key_id);
         self.snap.store(Arc::new(next));
         Ok(())
     }
@@ -163,7 +175,7 @@ fn check(s: &KeySet, key_id: u32, purpose: Purpose, bytes: &[u8; DEK_LEN]) -> Re
     if key_id == 0 {
         return Err(CryptoError::ZeroKeyId.into());
     }
-    match s.keys.get(&key_id) {
+    match s.find(key_id) {
         None => Ok(false),
         Some(d) if d.purpose() != purpose => {
             Err(KeystoreError::PurposeConflict { key_id, existing: d.purpose(), requested: purpose })

@@ -50,6 +50,17 @@ pub enum NonceError {
 }
 
 /// Hands out unique nonces for one (node, DEK, process load). Shared by all sealing threads.
+///
+/// # Examples
+///
+/// ```
+/// use sealkv_crypto::{NonceFactory, full_node_id, node16};
+///
+/// let f = NonceFactory::new(node16(full_node_id("n1")), 3)?;
+/// let n = f.next()?;
+/// assert_eq!(&n[2..], &[0, 3, 0, 0, 0, 0, 0, 0, 0, 1]); // epoch 3, first count is 1
+/// # Ok::<(), sealkv_crypto::nonce::NonceError>(())
+/// ```
 #[derive(Debug)]
 pub struct NonceFactory {
     node16: u16,

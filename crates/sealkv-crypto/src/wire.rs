@@ -378,6 +378,18 @@ impl EncryptionEntry {
     }
 
     /// Decodes an encryption payload (opcode 0x03–0x05 included). Total: see the module docs.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use sealkv_crypto::wire::{EncryptionEntry, Registration, WireError};
+    ///
+    /// let entry = EncryptionEntry::Register(Registration { dek_id: 9, full_node_id: 1, local_epoch: 2 });
+    /// let bytes = entry.encode()?;
+    /// assert_eq!(EncryptionEntry::decode(&bytes)?, entry);
+    /// assert_eq!(EncryptionEntry::decode(&[0x06, 0x01]), Err(WireError::ReservedOpcode(0x06)));
+    /// # Ok::<(), WireError>(())
+    /// ```
     pub fn decode(payload: &[u8]) -> Result<Self, WireError> {
         let mut r = Reader::new(payload);
         let op = r.u8("opcode")?;

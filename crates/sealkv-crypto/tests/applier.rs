@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use sealkv_crypto::Purpose;
-use sealkv_crypto::applier::{Applied, ApplyError, Applier};
+use sealkv_crypto::applier::{Applied, Applier, ApplyError};
 use sealkv_crypto::kek::{DekIdentity, EnvKek, KekProvider};
 use sealkv_crypto::keystore::Keystore;
 use sealkv_crypto::registry::{MemRegistry, RegistrationError, RegistryStore, Row, RowKey};
@@ -162,8 +162,11 @@ fn bootstrap_replay_after_a_fresh_restart_heals_keystore_and_registry() {
     // Simulate a crash after the sidecar write but before the store batch: a new process with an
     // empty keystore and an empty registry replays the same entry.
     let keystore = Arc::new(Keystore::new());
-    let applier =
-        Applier::unwired().with_kek(n.kek.clone()).with_keystore(keystore.clone()).with_sidecar_dir(&n.sidecar_dir).unwrap();
+    let applier = Applier::unwired()
+        .with_kek(n.kek.clone())
+        .with_keystore(keystore.clone())
+        .with_sidecar_dir(&n.sidecar_dir)
+        .unwrap();
     let mut registry = MemRegistry::new();
     applier.apply(10, &entry, &mut registry).unwrap();
     assert_eq!(registry.rows().unwrap().len(), 2);
@@ -177,7 +180,11 @@ fn rotation_family_happy_path() {
     // Give node A a higher epoch for S1 first (a restart registered it).
     n.apply(11, &EncryptionEntry::Register(reg(S1, NODE_A, 3))).unwrap();
     let rotate = EncryptionEntry::RotateDek {
-        dek: WrappedDek { dek_id: S2, purpose: Purpose::Storage, wrapped: wrap(n.kek.as_ref(), Purpose::Storage, S2, 0x61) },
+        dek: WrappedDek {
+            dek_id: S2,
+            purpose: Purpose::Storage,
+            wrapped: wrap(n.kek.as_ref(), Purpose::Storage, S2, 0x61),
+        },
         proposer: reg(S2, NODE_A, 0),
     };
     let applied = n.apply(12, &rotate).unwrap();
@@ -194,8 +201,16 @@ fn rotation_family_happy_path() {
     // Rewrap both storage keys under a new KEK, which the node then switches to.
     let new_kek = kek("77");
     let rewrap = EncryptionEntry::RewrapDeks(vec![
-        WrappedDek { dek_id: S1, purpose: Purpose::Storage, wrapped: wrap(new_kek.as_ref(), Purpose::Storage, S1, 0x51) },
-        WrappedDek { dek_id: S2, purpose: Purpose::Storage, wrapped: wrap(new_kek.as_ref(), Purpose::Storage, S2, 0x61) },
+        WrappedDek {
+            dek_id: S1,
+            purpose: Purpose::Storage,
+            wrapped: wrap(new_kek.as_ref(), Purpose::Storage, S1, 0x51),
+        },
+        WrappedDek {
+            dek_id: S2,
+            purpose: Purpose::Storage,
+            wrapped: wrap(new_kek.as_ref(), Purpose::Storage, S2, 0x61),
+        },
     ]);
     let mut n2 = Node {
         applier: Applier::unwired()
@@ -208,11 +223,15 @@ fn rotation_family_happy_path() {
     };
     assert_eq!(n2.apply(14, &rewrap).unwrap(), Applied::Rewrapped { count: 2 });
     let sc = sidecar_on_disk(&n2);
-    let unwrapped = new_kek.unwrap(DekIdentity { purpose: Purpose::Storage, dek_id: S1 }, &sc.keys[&S1].wrapped).unwrap();
+    let unwrapped =
+        new_kek.unwrap(DekIdentity { purpose: Purpose::Storage, dek_id: S1 }, &sc.keys[&S1].wrapped).unwrap();
     assert_eq!(*unwrapped, [0x51; 32]);
 
     // Retire the old storage key.
-    assert_eq!(n2.apply(15, &EncryptionEntry::RetireDek { dek_id: S1, purpose: Purpose::Storage }).unwrap(), Applied::Retired { dek_id: S1 });
+    assert_eq!(
+        n2.apply(15, &EncryptionEntry::RetireDek { dek_id: S1, purpose: Purpose::Storage }).unwrap(),
+        Applied::Retired { dek_id: S1 }
+    );
     assert!(n2.keystore.get(S1).is_none());
     assert!(sidecar_on_disk(&n2).keys[&S1].retired);
     assert!(n2.registry.rows().unwrap().iter().all(|(k, _)| k.dek_id != S1));
@@ -227,12 +246,23 @@ fn rotate_takes_this_nodes_epoch_for_the_purpose() {
     let mut sc = sidecar_on_disk(&n);
     sc.keys.get_mut(&S1).unwrap().local_epoch = 2;
     sc.store(&n.sidecar_dir).unwrap();
-    n.applier = Applier::unwired().with_kek(n.kek.clone()).with_keystore(n.keystore.clone()).with_sidecar_dir(&n.sidecar_dir).unwrap();
+    n.applier = Applier::unwired()
+        .with_kek(n.kek.clone())
+        .with_keystore(n.keystore.clone())
+        .with_sidecar_dir(&n.sidecar_dir)
+        .unwrap();
     let rotate = EncryptionEntry::RotateDek {
-        dek: WrappedDek { dek_id: S2, purpose: Purpose::Storage, wrapped: wrap(n.kek.as_ref(), Purpose::Storage, S2, 0x61) },
+        dek: WrappedDek {
+            dek_id: S2,
+            purpose: Purpose::Storage,
+            wrapped: wrap(n.kek.as_ref(), Purpose::Storage, S2, 0x61),
+        },
         proposer: reg(S2, NODE_B, 9),
     };
-    assert_eq!(n.apply(11, &rotate).unwrap(), Applied::Rotated { purpose: Purpose::Storage, dek_id: S2, local_epoch: 2 });
+    assert_eq!(
+        n.apply(11, &rotate).unwrap(),
+        Applied::Rotated { purpose: Purpose::Storage, dek_id: S2, local_epoch: 2 }
+    );
     assert_eq!(sidecar_on_disk(&n).keys[&S2].local_epoch, 2);
 }
 
@@ -263,7 +293,11 @@ fn registration_five_cases_through_the_applier() {
     n.apply(12, &EncryptionEntry::Register(reg(S1, NODE_A, 4))).unwrap();
     let sc_before = std::fs::read(n.sidecar_dir.join("keys.json")).unwrap();
     n.apply(13, &EncryptionEntry::Register(reg(S1, 0xDDDD_0000_0000_0009, 1))).unwrap();
-    assert_eq!(std::fs::read(n.sidecar_dir.join("keys.json")).unwrap(), sc_before, "registration never touches the sidecar");
+    assert_eq!(
+        std::fs::read(n.sidecar_dir.join("keys.json")).unwrap(),
+        sc_before,
+        "registration never touches the sidecar"
+    );
     assert!(matches!(
         n.reject(14, &EncryptionEntry::Register(reg(S1, NODE_A, 3))),
         ApplyError::Registration(RegistrationError::LocalEpochRollback { last_seen: 4, .. })
@@ -295,7 +329,10 @@ fn partial_wiring_is_kek_not_configured_for_every_entry() {
     let entries = vec![
         bootstrap_entry(k.as_ref()),
         EncryptionEntry::Register(reg(S1, NODE_A, 1)),
-        EncryptionEntry::RotateDek { dek: WrappedDek { dek_id: S2, purpose: Purpose::Storage, wrapped: vec![1] }, proposer: reg(S2, NODE_A, 0) },
+        EncryptionEntry::RotateDek {
+            dek: WrappedDek { dek_id: S2, purpose: Purpose::Storage, wrapped: vec![1] },
+            proposer: reg(S2, NODE_A, 0),
+        },
         EncryptionEntry::RewrapDeks(vec![]),
         EncryptionEntry::RetireDek { dek_id: S1, purpose: Purpose::Storage },
         EncryptionEntry::EnableStorageEnvelope { dek_id: S1, proposer: reg(S1, NODE_A, 0) },
@@ -393,7 +430,12 @@ fn second_bootstrap_is_rejected() {
 fn bootstrap_registration_rule_violation_against_existing_rows() {
     let mut n = node();
     // A stale row owned by another node (e.g. restored registry) makes bootstrap collide.
-    n.registry.put(RowKey { dek_id: S1, node16: 1 }, Row { full_node_id: NODE_A_TWIN, first_seen_epoch: 0, last_seen_epoch: 0 }).unwrap();
+    n.registry
+        .put(
+            RowKey { dek_id: S1, node16: 1 },
+            Row { full_node_id: NODE_A_TWIN, first_seen_epoch: 0, last_seen_epoch: 0 },
+        )
+        .unwrap();
     let b = bootstrap_entry(n.kek.as_ref());
     assert!(matches!(n.reject(1, &b), ApplyError::Registration(RegistrationError::NodeIdCollision { .. })));
 }
@@ -401,7 +443,10 @@ fn bootstrap_registration_rule_violation_against_existing_rows() {
 // ---------- rotation family rejections ----------
 
 fn rotate(n: &Node, id: u32, purpose: Purpose, proposer: Registration) -> EncryptionEntry {
-    EncryptionEntry::RotateDek { dek: WrappedDek { dek_id: id, purpose, wrapped: wrap(n.kek.as_ref(), purpose, id, 0x61) }, proposer }
+    EncryptionEntry::RotateDek {
+        dek: WrappedDek { dek_id: id, purpose, wrapped: wrap(n.kek.as_ref(), purpose, id, 0x61) },
+        proposer,
+    }
 }
 
 #[test]
@@ -420,12 +465,18 @@ fn rotate_rejections() {
     assert!(matches!(n.reject(11, &e), ApplyError::DekIdExists { .. }));
     // Wrapped under another KEK.
     let e = EncryptionEntry::RotateDek {
-        dek: WrappedDek { dek_id: S2, purpose: Purpose::Storage, wrapped: wrap(kek("44").as_ref(), Purpose::Storage, S2, 1) },
+        dek: WrappedDek {
+            dek_id: S2,
+            purpose: Purpose::Storage,
+            wrapped: wrap(kek("44").as_ref(), Purpose::Storage, S2, 1),
+        },
         proposer: reg(S2, NODE_A, 0),
     };
     assert!(matches!(n.reject(11, &e), ApplyError::Kek(_)));
     // Proposer registration breaks the rule.
-    n.registry.put(RowKey { dek_id: S2, node16: 1 }, Row { full_node_id: NODE_A, first_seen_epoch: 5, last_seen_epoch: 5 }).unwrap();
+    n.registry
+        .put(RowKey { dek_id: S2, node16: 1 }, Row { full_node_id: NODE_A, first_seen_epoch: 5, last_seen_epoch: 5 })
+        .unwrap();
     let e = rotate(&n, S2, Purpose::Storage, reg(S2, NODE_A, 4));
     assert!(matches!(n.reject(11, &e), ApplyError::Registration(RegistrationError::LocalEpochRollback { .. })));
     // Keystore conflict (id loaded with other bytes).
@@ -439,29 +490,54 @@ fn rewrap_rejections() {
     let mut n = Node::bootstrapped();
     let k = n.kek.clone();
     let w = |id, p, b| WrappedDek { dek_id: id, purpose: p, wrapped: wrap(k.as_ref(), p, id, b) };
-    assert!(matches!(n.reject(11, &EncryptionEntry::RewrapDeks(vec![w(S2, Purpose::Storage, 1)])), ApplyError::UnknownDek { .. }));
-    assert!(matches!(n.reject(11, &EncryptionEntry::RewrapDeks(vec![w(S1, Purpose::Raft, 0x51)])), ApplyError::PurposeMismatch { .. }));
+    assert!(matches!(
+        n.reject(11, &EncryptionEntry::RewrapDeks(vec![w(S2, Purpose::Storage, 1)])),
+        ApplyError::UnknownDek { .. }
+    ));
+    assert!(matches!(
+        n.reject(11, &EncryptionEntry::RewrapDeks(vec![w(S1, Purpose::Raft, 0x51)])),
+        ApplyError::PurposeMismatch { .. }
+    ));
     // Unwraps, but to other key bytes than the loaded DEK.
     assert!(matches!(
         n.reject(11, &EncryptionEntry::RewrapDeks(vec![w(R1, Purpose::Raft, 0x52), w(S1, Purpose::Storage, 0x00)])),
         ApplyError::RewrapMismatch { dek_id: S1 }
     ));
     // Does not unwrap under the current KEK.
-    let foreign = WrappedDek { dek_id: S1, purpose: Purpose::Storage, wrapped: wrap(kek("44").as_ref(), Purpose::Storage, S1, 0x51) };
+    let foreign = WrappedDek {
+        dek_id: S1,
+        purpose: Purpose::Storage,
+        wrapped: wrap(kek("44").as_ref(), Purpose::Storage, S1, 0x51),
+    };
     assert!(matches!(n.reject(11, &EncryptionEntry::RewrapDeks(vec![foreign])), ApplyError::Kek(_)));
     // A retired key.
     n.apply(11, &rotate(&n, S2, Purpose::Storage, reg(S2, NODE_A, 0))).unwrap();
     n.apply(12, &EncryptionEntry::RetireDek { dek_id: S1, purpose: Purpose::Storage }).unwrap();
-    assert!(matches!(n.reject(13, &EncryptionEntry::RewrapDeks(vec![w(S1, Purpose::Storage, 0x51)])), ApplyError::Retired { .. }));
+    assert!(matches!(
+        n.reject(13, &EncryptionEntry::RewrapDeks(vec![w(S1, Purpose::Storage, 0x51)])),
+        ApplyError::Retired { .. }
+    ));
 }
 
 #[test]
 fn retire_rejections() {
     let mut n = Node::bootstrapped();
-    assert!(matches!(n.reject(11, &EncryptionEntry::RetireDek { dek_id: S1, purpose: Purpose::Storage }), ApplyError::RetireActive { .. }));
-    assert!(matches!(n.reject(11, &EncryptionEntry::RetireDek { dek_id: R1, purpose: Purpose::Raft }), ApplyError::RetireActive { .. }));
-    assert!(matches!(n.reject(11, &EncryptionEntry::RetireDek { dek_id: S2, purpose: Purpose::Storage }), ApplyError::UnknownDek { .. }));
-    assert!(matches!(n.reject(11, &EncryptionEntry::RetireDek { dek_id: S1, purpose: Purpose::Raft }), ApplyError::PurposeMismatch { .. }));
+    assert!(matches!(
+        n.reject(11, &EncryptionEntry::RetireDek { dek_id: S1, purpose: Purpose::Storage }),
+        ApplyError::RetireActive { .. }
+    ));
+    assert!(matches!(
+        n.reject(11, &EncryptionEntry::RetireDek { dek_id: R1, purpose: Purpose::Raft }),
+        ApplyError::RetireActive { .. }
+    ));
+    assert!(matches!(
+        n.reject(11, &EncryptionEntry::RetireDek { dek_id: S2, purpose: Purpose::Storage }),
+        ApplyError::UnknownDek { .. }
+    ));
+    assert!(matches!(
+        n.reject(11, &EncryptionEntry::RetireDek { dek_id: S1, purpose: Purpose::Raft }),
+        ApplyError::PurposeMismatch { .. }
+    ));
 }
 
 #[test]

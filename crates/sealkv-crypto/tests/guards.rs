@@ -66,8 +66,12 @@ impl Fixture {
             registrations: regs.clone(),
         });
         applier.apply(10, &b, &mut registry).unwrap();
-        applier.apply(11, &EncryptionEntry::EnableStorageEnvelope { dek_id: S1, proposer: regs[0] }, &mut registry).unwrap();
-        applier.apply(12, &EncryptionEntry::EnableRaftEnvelope { dek_id: R1, proposer: regs[1] }, &mut registry).unwrap();
+        applier
+            .apply(11, &EncryptionEntry::EnableStorageEnvelope { dek_id: S1, proposer: regs[0] }, &mut registry)
+            .unwrap();
+        applier
+            .apply(12, &EncryptionEntry::EnableRaftEnvelope { dek_id: R1, proposer: regs[1] }, &mut registry)
+            .unwrap();
         Fixture { dir, kek, registry, me }
     }
 
@@ -79,7 +83,15 @@ impl Fixture {
         Sidecar::load(&self.sdir()).unwrap().unwrap()
     }
 
-    fn run(&self, kek: Option<Arc<dyn KekProvider>>, enabled: bool, members: &[(String, u64)], log: &Log, applied: u64, snap: Option<SnapshotInfo>) -> Result<guards::Started, GuardError> {
+    fn run(
+        &self,
+        kek: Option<Arc<dyn KekProvider>>,
+        enabled: bool,
+        members: &[(String, u64)],
+        log: &Log,
+        applied: u64,
+        snap: Option<SnapshotInfo>,
+    ) -> Result<guards::Started, GuardError> {
         guards::run(StartupInputs {
             encryption_enabled: enabled,
             kek,
@@ -154,7 +166,10 @@ fn guard4_exhausted_epoch() {
     // 0xFFFE passes guard 4 but the bump would reach 0xFFFF: refused too.
     sc.keys.get_mut(&R1).unwrap().local_epoch = 0xFFFE;
     sc.store(&f.sdir()).unwrap();
-    assert!(matches!(f.run(Some(f.kek.clone()), true, &members(), &empty_log(), 12, None), Err(GuardError::LocalEpochExhausted { .. })));
+    assert!(matches!(
+        f.run(Some(f.kek.clone()), true, &members(), &empty_log(), 12, None),
+        Err(GuardError::LocalEpochExhausted { .. })
+    ));
 }
 
 #[test]
@@ -215,11 +230,20 @@ fn guard9_sidecar_behind_log() {
     let raft = Sealer::new(ks.get(R1).unwrap(), NonceFactory::new(1, 9).unwrap());
     // Entries after the sidecar's index 12 (after the cutover, so wrapped).
     let kv = raft.wrap_raft(&[wire::OP_KV, 1, 2, 3]).unwrap();
-    let retire = raft.wrap_raft(&EncryptionEntry::RetireDek { dek_id: S1, purpose: Purpose::Storage }.encode().unwrap()).unwrap();
-    let reg = raft.wrap_raft(&EncryptionEntry::Register(Registration { dek_id: S1, full_node_id: 1, local_epoch: 1 }).encode().unwrap()).unwrap();
+    let retire = raft
+        .wrap_raft(&EncryptionEntry::RetireDek { dek_id: S1, purpose: Purpose::Storage }.encode().unwrap())
+        .unwrap();
+    let reg = raft
+        .wrap_raft(
+            &EncryptionEntry::Register(Registration { dek_id: S1, full_node_id: 1, local_epoch: 1 }).encode().unwrap(),
+        )
+        .unwrap();
 
     let log = Log(BTreeMap::from([(13, kv.clone()), (14, reg.clone())]));
-    assert!(f.run(Some(f.kek.clone()), true, &members(), &log, 14, None).is_ok(), "KV and registration entries do not touch the sidecar");
+    assert!(
+        f.run(Some(f.kek.clone()), true, &members(), &log, 14, None).is_ok(),
+        "KV and registration entries do not touch the sidecar"
+    );
 
     let log = Log(BTreeMap::from([(13, kv.clone()), (14, retire), (15, kv.clone())]));
     let err = f.run(Some(f.kek.clone()), true, &members(), &log, 15, None).err().unwrap();
@@ -230,17 +254,22 @@ fn guard9_sidecar_behind_log() {
     let mut garbled = kv.clone();
     *garbled.last_mut().unwrap() ^= 1;
     let log = Log(BTreeMap::from([(13, garbled)]));
-    assert!(matches!(f.run(Some(f.kek.clone()), true, &members(), &log, 13, None), Err(GuardError::SidecarBehindRaftLog { .. })));
+    assert!(matches!(
+        f.run(Some(f.kek.clone()), true, &members(), &log, 13, None),
+        Err(GuardError::SidecarBehindRaftLog { .. })
+    ));
 }
 
 #[test]
 fn guard9_looks_at_cleartext_before_cutover() {
-    let mut sc = Sidecar::default();
-    sc.raft_applied_index = 3;
+    let sc = Sidecar { raft_applied_index: 3, ..Sidecar::default() };
     let ks = Keystore::new();
     let boot = vec![0x04, 0x01];
     let log = Log(BTreeMap::from([(4, vec![0x00]), (5, boot)]));
-    assert!(matches!(guards::sidecar_not_behind(&sc, &ks, &log, 5), Err(GuardError::SidecarBehindRaftLog { entry_index: 5, .. })));
+    assert!(matches!(
+        guards::sidecar_not_behind(&sc, &ks, &log, 5),
+        Err(GuardError::SidecarBehindRaftLog { entry_index: 5, .. })
+    ));
     assert!(guards::sidecar_not_behind(&sc, &ks, &log, 4).is_ok());
     for op in [0x06u8, 0x07, 0x05] {
         let log = Log(BTreeMap::from([(4, vec![op])]));
