@@ -5,9 +5,9 @@ use std::sync::LazyLock;
 
 use libfuzzer_sys::fuzz_target;
 use sealkv_crypto::Purpose;
-use sealkv_crypto::kek::{DekIdentity, EnvKek, KekProvider};
+use sealkv_crypto::kek::{DekIdentity, EnvKek, KekProvider, LocalKek};
 
-static KEK: LazyLock<EnvKek> = LazyLock::new(|| EnvKek::from_value("FUZZ", &"42".repeat(32)).expect("kek"));
+static KEK: LazyLock<LocalKek> = LazyLock::new(|| EnvKek::from_value("FUZZ", &"42".repeat(32)).expect("kek"));
 
 fuzz_target!(|data: &[u8]| {
     let id = DekIdentity { purpose: Purpose::Storage, dek_id: 1 };

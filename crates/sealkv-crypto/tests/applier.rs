@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use sealkv_crypto::Purpose;
 use sealkv_crypto::applier::{Applied, Applier, ApplyError};
-use sealkv_crypto::kek::{DekIdentity, EnvKek, KekProvider};
+use sealkv_crypto::kek::{DekIdentity, EnvKek, KekProvider, LocalKek};
 use sealkv_crypto::keystore::Keystore;
 use sealkv_crypto::registry::{MemRegistry, RegistrationError, RegistryStore, Row, RowKey};
 use sealkv_crypto::sidecar::Sidecar;
@@ -23,13 +23,13 @@ const NODE_A_TWIN: u64 = 0xCCCC_0000_0000_0001; // same node16 as NODE_A
 struct Node {
     _dir: tempfile::TempDir,
     sidecar_dir: PathBuf,
-    kek: Arc<EnvKek>,
+    kek: Arc<LocalKek>,
     keystore: Arc<Keystore>,
     applier: Applier,
     registry: MemRegistry,
 }
 
-fn kek(seed: &str) -> Arc<EnvKek> {
+fn kek(seed: &str) -> Arc<LocalKek> {
     Arc::new(EnvKek::from_value("TEST_KEK", &seed.repeat(32)).unwrap())
 }
 
@@ -109,6 +109,18 @@ fn sidecar_on_disk(n: &Node) -> Sidecar {
     Sidecar::load(&n.sidecar_dir).unwrap().unwrap()
 }
 
+/// The bootstrap entry exactly as it is in the log: the wrapped bytes the sidecar recorded.
+fn logged_bootstrap(n: &Node, registrations: Vec<Registration>) -> EncryptionEntry {
+    let sc = sidecar_on_disk(n);
+    EncryptionEntry::Bootstrap(Bootstrap {
+        storage_dek_id: S1,
+        wrapped_storage: sc.keys[&S1].wrapped.clone(),
+        raft_dek_id: R1,
+        wrapped_raft: sc.keys[&R1].wrapped.clone(),
+        registrations,
+    })
+}
+
 // ---------- happy paths and replays ----------
 
 #[test]
@@ -130,15 +142,8 @@ fn bootstrap_installs_keys_sidecar_and_rows() {
 #[test]
 fn bootstrap_replay_is_idempotent() {
     let mut n = Node::bootstrapped();
-    // The entry exactly as it is in the log: the wrapped bytes the sidecar recorded.
-    let sc = sidecar_on_disk(&n);
-    let first = EncryptionEntry::Bootstrap(Bootstrap {
-        storage_dek_id: S1,
-        wrapped_storage: sc.keys[&S1].wrapped.clone(),
-        raft_dek_id: R1,
-        wrapped_raft: sc.keys[&R1].wrapped.clone(),
-        registrations: vec![reg(S1, NODE_A, 0), reg(R1, NODE_A, 0), reg(S1, NODE_B, 0), reg(R1, NODE_B, 0)],
-    });
+    let first =
+        logged_bootstrap(&n, vec![reg(S1, NODE_A, 0), reg(R1, NODE_A, 0), reg(S1, NODE_B, 0), reg(R1, NODE_B, 0)]);
     let before = n.observe();
     // Replay at the same index (crash before the store batch) and at a later index.
     assert!(matches!(n.apply(10, &first).unwrap(), Applied::Bootstrapped { .. }));
@@ -152,13 +157,7 @@ fn bootstrap_replay_is_idempotent() {
 fn bootstrap_replay_after_a_fresh_restart_heals_keystore_and_registry() {
     let mut n = Node::bootstrapped();
     let sc = sidecar_on_disk(&n);
-    let entry = EncryptionEntry::Bootstrap(Bootstrap {
-        storage_dek_id: S1,
-        wrapped_storage: sc.keys[&S1].wrapped.clone(),
-        raft_dek_id: R1,
-        wrapped_raft: sc.keys[&R1].wrapped.clone(),
-        registrations: vec![reg(S1, NODE_A, 0), reg(R1, NODE_A, 0)],
-    });
+    let entry = logged_bootstrap(&n, vec![reg(S1, NODE_A, 0), reg(R1, NODE_A, 0)]);
     // Simulate a crash after the sidecar write but before the store batch: a new process with an
     // empty keystore and an empty registry replays the same entry.
     let keystore = Arc::new(Keystore::new());

@@ -14,7 +14,7 @@ use std::path::Path;
 
 use proptest::prelude::*;
 use sealkv_crypto::envelope::{self, Header};
-use sealkv_crypto::kek::{DekIdentity, EnvKek, KekProvider};
+use sealkv_crypto::kek::{DekIdentity, EnvKek, KekProvider, LocalKek};
 use sealkv_crypto::registry::{Row, RowKey};
 use sealkv_crypto::sidecar::Sidecar;
 use sealkv_crypto::wire::{self, EncryptionEntry, Registration};
@@ -76,7 +76,7 @@ fn keystore() -> Keystore {
 }
 
 /// Runs every decoder over `input` and checks the allocation bound for each.
-fn all_decoders(input: &[u8], ks: &Keystore, kek: &EnvKek) -> Result<(), TestCaseError> {
+fn all_decoders(input: &[u8], ks: &Keystore, kek: &LocalKek) -> Result<(), TestCaseError> {
     let limit = ALLOC_FACTOR * input.len() + ALLOC_SLACK;
     let checks: Vec<(&str, usize)> = vec![
         ("classify", measured(|| wire::classify(input).is_ok()).1),

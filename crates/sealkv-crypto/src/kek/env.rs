@@ -5,19 +5,17 @@
 use base64::Engine;
 use zeroize::Zeroizing;
 
-use super::{DekIdentity, KekError, KekProvider, LocalKek};
+use super::{KekError, LocalKek};
 use crate::cipher::DEK_LEN;
 
-/// A KEK taken from the environment.
+/// Loads a KEK from the environment.
 #[derive(Debug)]
-pub struct EnvKek {
-    kek: LocalKek,
-}
+pub struct EnvKek;
 
 impl EnvKek {
     /// Decodes a KEK from the variable's value: base64 (standard alphabet, padded) or 64 hex
     /// characters, surrounding whitespace ignored.
-    pub fn from_value(var: &str, value: &str) -> Result<Self, KekError> {
+    pub fn from_value(var: &str, value: &str) -> Result<LocalKek, KekError> {
         let bad = || KekError::EnvDecode { var: var.to_owned() };
         let v = value.trim();
         let mut key = Zeroizing::new([0u8; DEK_LEN]);
@@ -33,7 +31,7 @@ impl EnvKek {
             }
             key.copy_from_slice(&decoded);
         }
-        Ok(EnvKek { kek: LocalKek::new(&key, format!("env:{var}"))? })
+        LocalKek::new(&key, format!("env:{var}"))
     }
 
     /// Reads the variable, removes it from the environment, and decodes it.
@@ -44,7 +42,7 @@ impl EnvKek {
     /// environment (`std::env::remove_var`'s contract). Call this at process start, before the
     /// async runtime or any other thread is spawned.
     #[allow(unsafe_code)]
-    pub unsafe fn take_from_env(var: &str) -> Result<Self, KekError> {
+    pub unsafe fn take_from_env(var: &str) -> Result<LocalKek, KekError> {
         let value = Zeroizing::new(std::env::var(var).map_err(|_| KekError::EnvMissing { var: var.to_owned() })?);
         // SAFETY: the caller guarantees no other thread touches the environment (see # Safety).
         unsafe { std::env::remove_var(var) };
@@ -58,17 +56,5 @@ fn hex(c: u8) -> Option<u8> {
         b'a'..=b'f' => Some(c - b'a' + 10),
         b'A'..=b'F' => Some(c - b'A' + 10),
         _ => None,
-    }
-}
-
-impl KekProvider for EnvKek {
-    fn describe(&self) -> String {
-        self.kek.source().to_owned()
-    }
-    fn wrap(&self, id: DekIdentity, dek: &[u8; DEK_LEN]) -> Result<Vec<u8>, KekError> {
-        self.kek.wrap(id, dek)
-    }
-    fn unwrap(&self, id: DekIdentity, wrapped: &[u8]) -> Result<Zeroizing<[u8; DEK_LEN]>, KekError> {
-        self.kek.unwrap(id, wrapped)
     }
 }

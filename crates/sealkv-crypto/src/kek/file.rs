@@ -4,25 +4,22 @@
 use std::fs::OpenOptions;
 use std::io::Read;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use zeroize::Zeroizing;
 
-use super::{DekIdentity, KekError, KekProvider, LocalKek};
+use super::{KekError, LocalKek};
 use crate::cipher::DEK_LEN;
 
-/// A KEK read from a file at startup.
+/// Loads a KEK from a file at startup.
 #[derive(Debug)]
-pub struct FileKek {
-    path: PathBuf,
-    kek: LocalKek,
-}
+pub struct FileKek;
 
 impl FileKek {
     /// Reads the KEK. Refuses a file that group or others can access, anything that is not a
     /// regular file, and any length but 32. The file is opened non-blocking, so a FIFO planted at
     /// the path is refused instead of hanging startup until someone writes to it.
-    pub fn open(path: &Path) -> Result<Self, KekError> {
+    pub fn open(path: &Path) -> Result<LocalKek, KekError> {
         let io = |source| KekError::Io { path: path.to_path_buf(), source };
         let mut file = OpenOptions::new()
             .read(true)
@@ -56,24 +53,6 @@ impl FileKek {
         }
         let mut key = Zeroizing::new([0u8; DEK_LEN]);
         key.copy_from_slice(buf.get(..DEK_LEN).ok_or_else(wrong)?);
-        let kek = LocalKek::new(&key, format!("file:{}", path.display()))?;
-        Ok(FileKek { path: path.to_path_buf(), kek })
-    }
-
-    /// The KEK file's path.
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-}
-
-impl KekProvider for FileKek {
-    fn describe(&self) -> String {
-        self.kek.source().to_owned()
-    }
-    fn wrap(&self, id: DekIdentity, dek: &[u8; DEK_LEN]) -> Result<Vec<u8>, KekError> {
-        self.kek.wrap(id, dek)
-    }
-    fn unwrap(&self, id: DekIdentity, wrapped: &[u8]) -> Result<Zeroizing<[u8; DEK_LEN]>, KekError> {
-        self.kek.unwrap(id, wrapped)
+        LocalKek::new(&key, format!("file:{}", path.display()))
     }
 }

@@ -13,13 +13,13 @@ use std::fmt;
 use aws_lc_rs::aead::{AES_256_GCM, Aad, LessSafeKey, Nonce, UnboundKey};
 use zeroize::Zeroizing;
 
-use super::{DekIdentity, KekError};
+use super::{DekIdentity, KekError, KekProvider};
 use crate::cipher::{CryptoError, DEK_LEN, NONCE_LEN, TAG_LEN, random_fill};
 
 /// Length of a locally wrapped DEK.
 pub const WRAPPED_LEN: usize = NONCE_LEN + DEK_LEN + TAG_LEN;
 
-/// A KEK held in process memory.
+/// A KEK held in process memory: what the file and env loaders produce.
 pub struct LocalKek {
     key: LessSafeKey,
     source: String,
@@ -43,7 +43,7 @@ impl LocalKek {
         &self.source
     }
 
-    pub(super) fn wrap(&self, id: DekIdentity, dek: &[u8; DEK_LEN]) -> Result<Vec<u8>, KekError> {
+    fn seal_dek(&self, id: DekIdentity, dek: &[u8; DEK_LEN]) -> Result<Vec<u8>, KekError> {
         let mut nonce = [0u8; NONCE_LEN];
         random_fill(&mut nonce)?;
         let mut out = Vec::with_capacity(WRAPPED_LEN);
@@ -61,7 +61,7 @@ impl LocalKek {
         Ok(out)
     }
 
-    pub(super) fn unwrap(&self, id: DekIdentity, wrapped: &[u8]) -> Result<Zeroizing<[u8; DEK_LEN]>, KekError> {
+    fn open_dek(&self, id: DekIdentity, wrapped: &[u8]) -> Result<Zeroizing<[u8; DEK_LEN]>, KekError> {
         let wrong_len = || KekError::WrappedLength {
             dek_id: id.dek_id,
             purpose: id.purpose,
@@ -81,5 +81,17 @@ impl LocalKek {
         let src: &[u8; DEK_LEN] = (&*pt).try_into().map_err(|_| wrong_len())?;
         out.copy_from_slice(src);
         Ok(out)
+    }
+}
+
+impl KekProvider for LocalKek {
+    fn describe(&self) -> String {
+        self.source.clone()
+    }
+    fn wrap(&self, id: DekIdentity, dek: &[u8; DEK_LEN]) -> Result<Vec<u8>, KekError> {
+        self.seal_dek(id, dek)
+    }
+    fn unwrap(&self, id: DekIdentity, wrapped: &[u8]) -> Result<Zeroizing<[u8; DEK_LEN]>, KekError> {
+        self.open_dek(id, wrapped)
     }
 }
