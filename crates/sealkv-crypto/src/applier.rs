@@ -177,7 +177,8 @@ impl From<PlanError> for ApplyError {
 pub enum Applied {
     /// A registration (insert, bump or replay).
     Registered(registry::Decision),
-    /// Both first DEKs are installed and active.
+    /// The bootstrap entry is applied (or re-asserted on replay). After a reflected replay the
+    /// active ids may be later ones: read them from the keystore, not from here.
     Bootstrapped {
         /// Storage DEK.
         storage: u32,
