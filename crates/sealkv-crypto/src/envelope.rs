@@ -393,13 +393,12 @@ impl Sealer {
         mvcc_key: &[u8],
         plaintext: &[u8],
     ) -> Result<Vec<u8>, SealError> {
-        check_purpose(&self.dek, Purpose::Storage)?;
+        // The purpose is checked once, inside seal_storage_with_nonce.
         seal_storage_with_nonce(&self.dek, self.nonces.next()?, compressed, value_header, mvcc_key, plaintext)
     }
 
     /// Wraps an FSM payload for the Raft log.
     pub fn wrap_raft(&self, payload: &[u8]) -> Result<Vec<u8>, SealError> {
-        check_purpose(&self.dek, Purpose::Raft)?;
         wrap_raft_with_nonce(&self.dek, self.nonces.next()?, payload)
     }
 }

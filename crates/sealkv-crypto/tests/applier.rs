@@ -54,14 +54,25 @@ fn reg(dek_id: u32, node: u64, epoch: u16) -> Registration {
     Registration { dek_id, full_node_id: node, local_epoch: epoch }
 }
 
-fn bootstrap_entry(kek: &dyn KekProvider) -> EncryptionEntry {
+/// A bootstrap of storage DEK `sid` (key bytes all `sbyte`) and raft DEK `rid` (all `rbyte`).
+fn bootstrap_with(
+    kek: &dyn KekProvider,
+    (sid, sbyte): (u32, u8),
+    (rid, rbyte): (u32, u8),
+    registrations: Vec<Registration>,
+) -> EncryptionEntry {
     EncryptionEntry::Bootstrap(Bootstrap {
-        storage_dek_id: S1,
-        wrapped_storage: wrap(kek, Purpose::Storage, S1, 0x51),
-        raft_dek_id: R1,
-        wrapped_raft: wrap(kek, Purpose::Raft, R1, 0x52),
-        registrations: vec![reg(S1, NODE_A, 0), reg(R1, NODE_A, 0), reg(S1, NODE_B, 0), reg(R1, NODE_B, 0)],
+        storage_dek_id: sid,
+        wrapped_storage: wrap(kek, Purpose::Storage, sid, sbyte),
+        raft_dek_id: rid,
+        wrapped_raft: wrap(kek, Purpose::Raft, rid, rbyte),
+        registrations,
     })
+}
+
+fn bootstrap_entry(kek: &dyn KekProvider) -> EncryptionEntry {
+    let regs = vec![reg(S1, NODE_A, 0), reg(R1, NODE_A, 0), reg(S1, NODE_B, 0), reg(R1, NODE_B, 0)];
+    bootstrap_with(kek, (S1, 0x51), (R1, 0x52), regs)
 }
 
 /// Everything observable about a node, to compare before/after a rejection.
@@ -178,14 +189,7 @@ fn rotation_family_happy_path() {
     let mut n = Node::bootstrapped();
     // Give node A a higher epoch for S1 first (a restart registered it).
     n.apply(11, &EncryptionEntry::Register(reg(S1, NODE_A, 3))).unwrap();
-    let rotate = EncryptionEntry::RotateDek {
-        dek: WrappedDek {
-            dek_id: S2,
-            purpose: Purpose::Storage,
-            wrapped: wrap(n.kek.as_ref(), Purpose::Storage, S2, 0x61),
-        },
-        proposer: reg(S2, NODE_A, 0),
-    };
+    let rotate = rotate(&n, S2, Purpose::Storage, reg(S2, NODE_A, 0));
     let applied = n.apply(12, &rotate).unwrap();
     assert_eq!(applied, Applied::Rotated { purpose: Purpose::Storage, dek_id: S2, local_epoch: 0 });
     assert_eq!(n.keystore.active_id(Purpose::Storage), S2);
@@ -250,14 +254,7 @@ fn rotate_takes_this_nodes_epoch_for_the_purpose() {
         .with_keystore(n.keystore.clone())
         .with_sidecar_dir(&n.sidecar_dir)
         .unwrap();
-    let rotate = EncryptionEntry::RotateDek {
-        dek: WrappedDek {
-            dek_id: S2,
-            purpose: Purpose::Storage,
-            wrapped: wrap(n.kek.as_ref(), Purpose::Storage, S2, 0x61),
-        },
-        proposer: reg(S2, NODE_B, 9),
-    };
+    let rotate = rotate(&n, S2, Purpose::Storage, reg(S2, NODE_B, 9));
     assert_eq!(
         n.apply(11, &rotate).unwrap(),
         Applied::Rotated { purpose: Purpose::Storage, dek_id: S2, local_epoch: 2 }
@@ -401,25 +398,13 @@ fn second_bootstrap_is_rejected() {
     let mut n = Node::bootstrapped();
     let k = n.kek.clone();
     // Different ids.
-    let other = EncryptionEntry::Bootstrap(Bootstrap {
-        storage_dek_id: S2,
-        wrapped_storage: wrap(k.as_ref(), Purpose::Storage, S2, 1),
-        raft_dek_id: R2,
-        wrapped_raft: wrap(k.as_ref(), Purpose::Raft, R2, 2),
-        registrations: vec![],
-    });
+    let other = bootstrap_with(k.as_ref(), (S2, 1), (R2, 2), vec![]);
     assert!(matches!(n.reject(20, &other), ApplyError::BootstrapConflict { .. }));
     // Same ids, different wrapped bytes (a fresh wrap of the same key is different bytes too).
     let rewrapped = bootstrap_entry(k.as_ref());
     assert!(matches!(n.reject(20, &rewrapped), ApplyError::BootstrapConflict { .. }));
     // Same ids, different key material.
-    let rekeyed = EncryptionEntry::Bootstrap(Bootstrap {
-        storage_dek_id: S1,
-        wrapped_storage: wrap(k.as_ref(), Purpose::Storage, S1, 0x99),
-        raft_dek_id: R1,
-        wrapped_raft: wrap(k.as_ref(), Purpose::Raft, R1, 0x98),
-        registrations: vec![],
-    });
+    let rekeyed = bootstrap_with(k.as_ref(), (S1, 0x99), (R1, 0x98), vec![]);
     assert!(matches!(n.reject(20, &rekeyed), ApplyError::BootstrapConflict { .. }));
     // Even at a reflected index, other ids are refused.
     assert!(matches!(n.reject(5, &other), ApplyError::BootstrapConflict { .. }));
