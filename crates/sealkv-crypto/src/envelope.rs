@@ -259,17 +259,42 @@ pub fn seal_storage_with_nonce(
     mvcc_key: &[u8],
     plaintext: &[u8],
 ) -> Result<Vec<u8>, SealError> {
+    let mut out = Vec::with_capacity(OVERHEAD + plaintext.len());
+    seal_storage_into(&mut out, dek, nonce, compressed, value_header, mvcc_key, plaintext)?;
+    Ok(out)
+}
+
+/// Appends the storage envelope of `plaintext` to `out`, so a store can build
+/// `value_header ‖ envelope` in one buffer without a second copy. On error `out` is unchanged.
+pub fn seal_storage_into(
+    out: &mut Vec<u8>,
+    dek: &Dek,
+    nonce: [u8; NONCE_LEN],
+    compressed: bool,
+    value_header: &[u8; VALUE_HEADER_LEN],
+    mvcc_key: &[u8],
+    plaintext: &[u8],
+) -> Result<(), SealError> {
     check_purpose(dek, Purpose::Storage)?;
     let flag = if compressed { FLAG_COMPRESSED } else { 0 };
     let header = Header { flag, key_id: dek.id(), nonce }.encode();
-    let mut out = Vec::with_capacity(OVERHEAD + plaintext.len());
+    let start = out.len();
+    out.reserve(OVERHEAD + plaintext.len());
     out.extend_from_slice(&header);
     out.extend_from_slice(plaintext);
-    let tag = with_storage_aad(&header, value_header, mvcc_key, |aad| {
-        dek.seal_in_place(nonce, aad, out.get_mut(HEADER_LEN..).unwrap_or_default())
-    })?;
-    out.extend_from_slice(tag.as_ref());
-    Ok(out)
+    let sealed = with_storage_aad(&header, value_header, mvcc_key, |aad| {
+        dek.seal_in_place(nonce, aad, out.get_mut(start + HEADER_LEN..).unwrap_or_default())
+    });
+    match sealed {
+        Ok(tag) => {
+            out.extend_from_slice(tag.as_ref());
+            Ok(())
+        }
+        Err(e) => {
+            out.truncate(start);
+            Err(e.into())
+        }
+    }
 }
 
 /// Seals an FSM payload as a raft envelope with an explicit nonce (see [`Sealer`]).
@@ -395,6 +420,18 @@ impl Sealer {
     ) -> Result<Vec<u8>, SealError> {
         // The purpose is checked once, inside seal_storage_with_nonce.
         seal_storage_with_nonce(&self.dek, self.nonces.next()?, compressed, value_header, mvcc_key, plaintext)
+    }
+
+    /// Appends a sealed store value to `out` (see [`seal_storage_into`]).
+    pub fn seal_storage_into(
+        &self,
+        out: &mut Vec<u8>,
+        compressed: bool,
+        value_header: &[u8; VALUE_HEADER_LEN],
+        mvcc_key: &[u8],
+        plaintext: &[u8],
+    ) -> Result<(), SealError> {
+        seal_storage_into(out, &self.dek, self.nonces.next()?, compressed, value_header, mvcc_key, plaintext)
     }
 
     /// Wraps an FSM payload for the Raft log.

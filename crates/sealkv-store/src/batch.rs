@@ -1,0 +1,199 @@
+//! The apply batch: every write of one Raft entry (data versions, registry rows, store metadata)
+//! plus the new applied position, committed as ONE atomic fjall batch.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::Ordering;
+
+use fjall::{OwnedWriteBatch, PersistMode};
+use sealkv_crypto::registry::{RegistryStore, Row, RowKey, StoreError as RegistryError};
+
+use crate::error::StoreError;
+use crate::key;
+use crate::meta::{self, Applied, MAX_LOG_ID_LEN};
+use crate::store::Store;
+use crate::value::ValueHeader;
+
+/// How far a commit goes before returning.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Durability {
+    /// Into the journal's in-process buffer. Enough for apply batches: the next synced Raft log
+    /// append flushes and syncs the shared journal, and a lost apply batch is re-applied from the log.
+    Buffered,
+    /// Handed to the OS (survives a process kill, not a power loss).
+    Flushed,
+    /// fsync'd (survives a power loss).
+    Synced,
+}
+
+impl Durability {
+    fn mode(self) -> Option<PersistMode> {
+        match self {
+            Durability::Buffered => None,
+            Durability::Flushed => Some(PersistMode::Buffer),
+            Durability::Synced => Some(PersistMode::SyncData),
+        }
+    }
+}
+
+/// The writes of one apply. Nothing is visible until [`ApplyBatch::commit`]; dropping the batch
+/// discards it (how a halted apply leaves the store untouched).
+pub struct ApplyBatch<'s> {
+    store: &'s Store,
+    inner: OwnedWriteBatch,
+    since: Option<u64>,
+    activated: bool,
+    max_ts: u64,
+    hlc_ceiling: Option<i64>,
+    rows: BTreeMap<RowKey, Option<Row>>,
+    removed_deks: BTreeSet<u32>,
+}
+
+impl std::fmt::Debug for ApplyBatch<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ApplyBatch").field("writes", &self.inner.len()).field("max_ts", &self.max_ts).finish()
+    }
+}
+
+impl Store {
+    /// Starts the batch of one apply.
+    pub fn batch(&self) -> ApplyBatch<'_> {
+        ApplyBatch {
+            store: self,
+            inner: self.db.batch(),
+            since: self.crypto.since(),
+            activated: false,
+            max_ts: self.max_ts.load(Ordering::Acquire),
+            hlc_ceiling: None,
+            rows: BTreeMap::new(),
+            removed_deks: BTreeSet::new(),
+        }
+    }
+}
+
+impl ApplyBatch<'_> {
+    /// Writes a version of `user_key` at `commit_ts`. Sealed if the storage envelope is active at
+    /// this point of the apply stream. `expire_at_ms` 0 means no expiry.
+    pub fn put(&mut self, user_key: &[u8], commit_ts: u64, value: &[u8], expire_at_ms: u64) -> Result<(), StoreError> {
+        if value.len() > crate::MAX_VALUE_LEN {
+            return Err(StoreError::ValueTooLarge { len: value.len() });
+        }
+        let mvcc_key = self.version_key(user_key, commit_ts)?;
+        let stored = self.store.crypto.encode_live(self.since.is_some(), &mvcc_key, value, expire_at_ms)?;
+        self.inner.insert(&self.store.data, mvcc_key, stored);
+        Ok(())
+    }
+
+    /// Writes a tombstone for `user_key` at `commit_ts`.
+    pub fn delete(&mut self, user_key: &[u8], commit_ts: u64) -> Result<(), StoreError> {
+        let mvcc_key = self.version_key(user_key, commit_ts)?;
+        self.inner.insert(&self.store.data, mvcc_key, ValueHeader::TOMBSTONE.encode());
+        Ok(())
+    }
+
+    fn version_key(&mut self, user_key: &[u8], commit_ts: u64) -> Result<Vec<u8>, StoreError> {
+        if commit_ts == 0 {
+            return Err(StoreError::ZeroTimestamp);
+        }
+        let k = key::encode(user_key, commit_ts)?;
+        self.max_ts = self.max_ts.max(commit_ts);
+        Ok(k)
+    }
+
+    /// Turns the storage envelope on from this point of the apply stream: this batch's later writes
+    /// and every later batch seal. Records the highest timestamp applied so far as the activation
+    /// point of the rebadge guard (0 for a store encrypted from birth). A no-op if already active.
+    pub fn enable_storage_envelope(&mut self) {
+        if self.since.is_none() {
+            self.since = Some(self.max_ts);
+            self.activated = true;
+        }
+    }
+
+    /// Records the HLC ceiling granted by a lease entry.
+    pub fn set_hlc_ceiling(&mut self, ceiling_ms: i64) {
+        self.hlc_ceiling = Some(ceiling_ms);
+    }
+
+    /// Commits everything with the applied position, atomically.
+    pub fn commit(mut self, applied: &Applied, durability: Durability) -> Result<(), StoreError> {
+        if applied.log_id.len() > MAX_LOG_ID_LEN {
+            return Err(StoreError::CorruptMeta { name: "applied" });
+        }
+        let meta = &self.store.meta;
+        self.inner.insert(meta, meta::APPLIED, applied.encode());
+        self.inner.insert(meta, meta::MAX_TS, self.max_ts.to_be_bytes());
+        if self.activated
+            && let Some(since) = self.since
+        {
+            self.inner.insert(meta, meta::ENVELOPE_SINCE, since.to_be_bytes());
+        }
+        if let Some(ms) = self.hlc_ceiling {
+            self.inner.insert(meta, meta::HLC_CEILING, ms.to_be_bytes());
+        }
+        sealkv_crypto::failpoint::hit("store.before_apply_commit");
+        self.inner.durability(durability.mode()).commit()?;
+        self.store.max_ts.fetch_max(self.max_ts, Ordering::AcqRel);
+        if self.activated {
+            self.store.crypto.set_since(self.since);
+        }
+        Ok(())
+    }
+
+    fn stored_row(&self, key: RowKey) -> Result<Option<Row>, StoreError> {
+        if let Some(pending) = self.rows.get(&key) {
+            return Ok(*pending);
+        }
+        if self.removed_deks.contains(&key.dek_id) {
+            return Ok(None);
+        }
+        self.store.registry.get(key.encode())?.map(|v| Row::decode(&v).map_err(StoreError::from)).transpose()
+    }
+}
+
+fn registry_err(e: StoreError) -> RegistryError {
+    RegistryError(Box::new(e))
+}
+
+/// The registry as this batch will leave it: reads see the batch's own earlier writes.
+impl RegistryStore for ApplyBatch<'_> {
+    fn get(&self, key: RowKey) -> Result<Option<Row>, RegistryError> {
+        self.stored_row(key).map_err(registry_err)
+    }
+
+    fn put(&mut self, key: RowKey, row: Row) -> Result<(), RegistryError> {
+        self.inner.insert(&self.store.registry, key.encode(), row.encode());
+        self.rows.insert(key, Some(row));
+        Ok(())
+    }
+
+    fn remove_dek(&mut self, dek_id: u32) -> Result<(), RegistryError> {
+        for g in self.store.registry.prefix(RowKey::dek_prefix(dek_id)) {
+            let k = g.key().map_err(|e| registry_err(e.into()))?;
+            self.inner.remove(&self.store.registry, k);
+        }
+        let pending: Vec<RowKey> = self.rows.keys().filter(|k| k.dek_id == dek_id).copied().collect();
+        for k in pending {
+            self.inner.remove(&self.store.registry, k.encode());
+            self.rows.insert(k, None);
+        }
+        self.removed_deks.insert(dek_id);
+        Ok(())
+    }
+
+    fn rows(&self) -> Result<Vec<(RowKey, Row)>, RegistryError> {
+        let mut all: BTreeMap<RowKey, Row> = self
+            .store
+            .registry_rows()
+            .map_err(registry_err)?
+            .into_iter()
+            .filter(|(k, _)| !self.removed_deks.contains(&k.dek_id))
+            .collect();
+        for (k, row) in &self.rows {
+            match row {
+                Some(r) => all.insert(*k, *r),
+                None => all.remove(k),
+            };
+        }
+        Ok(all.into_iter().collect())
+    }
+}

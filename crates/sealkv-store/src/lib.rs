@@ -1,0 +1,38 @@
+//! sealkv's MVCC store on fjall.
+//!
+//! One fjall database holds three keyspaces: `data` (MVCC versions), `meta` (applied position,
+//! activation state, cursors) and `registry` (writer-registry rows). Every apply commits its data
+//! and the new applied position in one atomic batch ([`ApplyBatch`]).
+//!
+//! This crate is the only place that seals values: when the storage envelope is active (a
+//! decision taken at apply time, so every replica takes it at the same index), a value is
+//! compressed if that helps and sealed with AAD = envelope header ‖ value header ‖ MVCC key.
+//! Reads dispatch on the value header's encryption state and fail closed: a version that does not
+//! pass every check is a [`StoreError::Integrity`], never other bytes and never "absent".
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::indexing_slicing))]
+#![warn(missing_docs)]
+
+mod batch;
+mod compress;
+mod error;
+mod gc;
+pub mod key;
+mod meta;
+mod rewrite;
+mod seal;
+mod snapshot;
+mod store;
+pub mod value;
+
+pub use batch::{ApplyBatch, Durability};
+pub use compress::DecompressError;
+pub use error::{IntegrityReason, StoreError};
+pub use gc::{GcReport, ValueCounts};
+pub use key::KeyRange;
+pub use meta::{Applied, MAX_LOG_ID_LEN, RewriteTarget};
+pub use rewrite::{RewriteOptions, RewriteProgress};
+pub use snapshot::{EncryptionSnapshot, SnapshotError, SnapshotHeader, SnapshotStats};
+pub use store::{Direction, KeyValue, Scan, ScanItem, Store, StoreOptions};
+
+/// The largest value the store accepts (Redis's default `proto-max-bulk-len`).
+pub const MAX_VALUE_LEN: usize = 512 << 20;
