@@ -1,0 +1,84 @@
+//! Shared helpers for the store's integration tests: a keystore with two storage DEKs, sealers
+//! with distinct nonce epochs, and one-line apply helpers.
+#![allow(dead_code)]
+
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU16, Ordering};
+
+use sealkv_crypto::{Keystore, NonceFactory, Purpose, Sealer};
+use sealkv_store::{Applied, Durability, Store, StoreOptions};
+
+pub const DEK_A: u32 = 0x0000_0A0A;
+pub const DEK_B: u32 = 0x0000_0B0B;
+
+pub fn keystore() -> Arc<Keystore> {
+    let keys = Keystore::new();
+    keys.install(DEK_A, Purpose::Storage, &[0xA1; 32]).unwrap();
+    keys.install(DEK_B, Purpose::Storage, &[0xB2; 32]).unwrap();
+    Arc::new(keys)
+}
+
+static EPOCH: AtomicU16 = AtomicU16::new(1);
+
+/// A sealer for `id` with an epoch no other sealer in this process used (no nonce reuse).
+pub fn sealer(keys: &Keystore, id: u32) -> Arc<Sealer> {
+    let epoch = EPOCH.fetch_add(1, Ordering::Relaxed);
+    Arc::new(Sealer::new(keys.get(id).unwrap(), NonceFactory::new(0x0001, epoch).unwrap()))
+}
+
+pub fn open(path: &Path, keys: &Arc<Keystore>, encryption: bool) -> Store {
+    let opts = StoreOptions { keystore: keys.clone(), encryption_enabled: encryption, ..StoreOptions::default() };
+    Store::open(path, opts).unwrap()
+}
+
+pub fn applied(index: u64) -> Applied {
+    Applied { index, log_id: format!("t1-{index}").into_bytes() }
+}
+
+pub fn put(store: &Store, index: u64, key: &[u8], ts: u64, value: &[u8], expire_at_ms: u64) {
+    let mut b = store.batch();
+    b.put(key, ts, value, expire_at_ms).unwrap();
+    b.commit(&applied(index), Durability::Buffered).unwrap();
+}
+
+pub fn delete(store: &Store, index: u64, key: &[u8], ts: u64) {
+    let mut b = store.batch();
+    b.delete(key, ts).unwrap();
+    b.commit(&applied(index), Durability::Buffered).unwrap();
+}
+
+pub fn enable(store: &Store, index: u64) {
+    let mut b = store.batch();
+    b.enable_storage_envelope();
+    b.commit(&applied(index), Durability::Buffered).unwrap();
+}
+
+/// Raw `(mvcc key, stored value)` pairs of the data keyspace, read with fjall directly after the
+/// store is closed.
+pub fn raw_versions(path: &Path) -> Vec<(Vec<u8>, Vec<u8>)> {
+    let db = fjall::Database::builder(path).open().unwrap();
+    let ks = db.keyspace("data", fjall::KeyspaceCreateOptions::default).unwrap();
+    ks.iter()
+        .map(|g| {
+            let (k, v) = g.into_inner().unwrap();
+            (k.to_vec(), v.to_vec())
+        })
+        .collect()
+}
+
+/// Overwrites (or inserts) one raw stored version with fjall directly; the store must be closed.
+pub fn raw_write(path: &Path, mvcc_key: &[u8], stored: &[u8]) {
+    let db = fjall::Database::builder(path).open().unwrap();
+    let ks = db.keyspace("data", fjall::KeyspaceCreateOptions::default).unwrap();
+    ks.insert(mvcc_key, stored).unwrap();
+    db.persist(fjall::PersistMode::SyncAll).unwrap();
+}
+
+/// Removes one raw stored version with fjall directly; the store must be closed.
+pub fn raw_remove(path: &Path, mvcc_key: &[u8]) {
+    let db = fjall::Database::builder(path).open().unwrap();
+    let ks = db.keyspace("data", fjall::KeyspaceCreateOptions::default).unwrap();
+    ks.remove(mvcc_key).unwrap();
+    db.persist(fjall::PersistMode::SyncAll).unwrap();
+}
