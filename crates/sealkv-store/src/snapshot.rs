@@ -31,7 +31,9 @@ const REC_END: u8 = 0xFF;
 /// The largest stored value a data record may carry (value header + envelope + a max value).
 const MAX_STORED_LEN: u64 = (crate::MAX_VALUE_LEN + 9 + 64) as u64;
 /// Bytes of versions per install batch.
-const INSTALL_BATCH_BYTES: usize = 4 << 20;
+const INSTALL_BATCH_BYTES: usize = 1 << 20;
+/// Sealed memtables allowed to wait for their flush during an install.
+const MAX_SEALED_MEMTABLES: usize = 1;
 
 /// The cluster-wide encryption part of a v2 header.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -296,6 +298,14 @@ impl Store {
         result
     }
 
+    /// Backpressure for bulk loads: fjall flushes sealed memtables in the background, and an
+    /// install can outrun it; without a wait, memory would grow with the snapshot.
+    fn wait_for_flushes(&self) {
+        while self.data.sealed_memtable_count() > MAX_SEALED_MEMTABLES {
+            std::thread::sleep(std::time::Duration::from_millis(2));
+        }
+    }
+
     fn install_records(&self, r: impl Read) -> Result<SnapshotHeader, StoreError> {
         let mut r = Crc { inner: BufReader::with_capacity(256 << 10, r), hasher: crc32fast::Hasher::new(), bytes: 0 };
         let header = SnapshotHeader::read(&mut r)?;
@@ -350,6 +360,8 @@ impl Store {
             if batch_bytes >= INSTALL_BATCH_BYTES {
                 std::mem::replace(&mut batch, self.db.batch()).commit()?;
                 batch_bytes = 0;
+                sealkv_crypto::failpoint::hit("snapshot.install_after_batch");
+                self.wait_for_flushes();
             }
         }
         let expected = u64::from_be_bytes(read_array(&mut r)?);

@@ -82,3 +82,32 @@ pub fn raw_remove(path: &Path, mvcc_key: &[u8]) {
     ks.remove(mvcc_key).unwrap();
     db.persist(fjall::PersistMode::SyncAll).unwrap();
 }
+
+/// Re-runs this test binary as a child executing only `test`, with `envs` set, stdout piped.
+pub fn spawn_child(
+    test: &str,
+    envs: &[(&str, String)],
+) -> (std::process::Child, std::io::Lines<std::io::BufReader<std::process::ChildStdout>>) {
+    use std::io::BufRead;
+    let mut cmd = std::process::Command::new(std::env::current_exe().unwrap());
+    cmd.args(["--exact", test, "--nocapture", "--test-threads=1"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null());
+    for (k, v) in envs {
+        cmd.env(k, v);
+    }
+    let mut child = cmd.spawn().unwrap();
+    let lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    (child, lines)
+}
+
+/// Reads the child's stdout until a line contains `marker` (libtest may prefix it on the same
+/// line) and returns what follows the marker. Panics if the child exits first.
+pub fn wait_for(lines: &mut std::io::Lines<std::io::BufReader<std::process::ChildStdout>>, marker: &str) -> String {
+    loop {
+        let line = lines.next().unwrap_or_else(|| panic!("child exited before printing {marker:?}")).unwrap();
+        if let Some((_, rest)) = line.split_once(marker) {
+            return rest.trim().to_string();
+        }
+    }
+}
