@@ -6,10 +6,6 @@
 //! input, far below what a trusted length or count field (up to 4 GiB) would make a naive decoder
 //! request.
 
-#![allow(unsafe_code)]
-
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::cell::Cell;
 use std::path::Path;
 
 use proptest::prelude::*;
@@ -19,54 +15,13 @@ use sealkv_crypto::registry::{Row, RowKey};
 use sealkv_crypto::sidecar::Sidecar;
 use sealkv_crypto::wire::{self, EncryptionEntry, Registration};
 use sealkv_crypto::{Keystore, Purpose};
-
-thread_local! {
-    static REQUESTED: Cell<usize> = const { Cell::new(0) };
-}
-
-fn note(bytes: usize) {
-    // `try_with` so allocation during thread teardown never panics inside the allocator.
-    let _ = REQUESTED.try_with(|c| c.set(c.get().saturating_add(bytes)));
-}
-
-struct Counting;
-
-// SAFETY: every method forwards to `System` with exactly the caller's pointer and layout, so the
-// `GlobalAlloc` contract is upheld by `System`. The added work is a thread-local `Cell<usize>`
-// update: const-initialized (no lazy allocation), no destructor, and `try_with` cannot panic.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        note(layout.size());
-        // SAFETY: forwarded unchanged; the caller upholds `alloc`'s contract.
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        note(layout.size());
-        // SAFETY: as above.
-        unsafe { System.alloc_zeroed(layout) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: `ptr` came from `System` through this allocator with this layout.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        note(new_size);
-        // SAFETY: as in `dealloc`; `new_size` is the caller's, checked by the caller.
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-}
+use sealkv_testkit::{CountingAlloc, requested_during};
 
 #[global_allocator]
-static ALLOC: Counting = Counting;
+static ALLOC: CountingAlloc = CountingAlloc;
 
 const ALLOC_FACTOR: usize = 4;
 const ALLOC_SLACK: usize = 4096;
-
-fn measured<R>(f: impl FnOnce() -> R) -> (R, usize) {
-    REQUESTED.with(|c| c.set(0));
-    let r = f();
-    (r, REQUESTED.with(|c| c.get()))
-}
 
 fn keystore() -> Keystore {
     let ks = Keystore::new();
@@ -79,16 +34,19 @@ fn keystore() -> Keystore {
 fn all_decoders(input: &[u8], ks: &Keystore, kek: &LocalKek) -> Result<(), TestCaseError> {
     let limit = ALLOC_FACTOR * input.len() + ALLOC_SLACK;
     let checks: Vec<(&str, usize)> = vec![
-        ("classify", measured(|| wire::classify(input).is_ok()).1),
-        ("encryption entry", measured(|| EncryptionEntry::decode(input).is_ok()).1),
-        ("hlc lease", measured(|| wire::decode_hlc_lease(input).is_ok()).1),
-        ("registry key", measured(|| RowKey::decode(input).is_ok()).1),
-        ("registry row", measured(|| Row::decode(input).is_ok()).1),
-        ("envelope header", measured(|| Header::parse(input, Purpose::Storage).is_ok()).1),
-        ("storage envelope", measured(|| envelope::open_storage(ks, &[0; 9], b"k", input).is_ok()).1),
-        ("raft envelope", measured(|| envelope::unwrap_raft(ks, input).is_ok()).1),
-        ("sidecar json", measured(|| Sidecar::from_json(Path::new("keys.json"), input).is_ok()).1),
-        ("kek unwrap", measured(|| kek.unwrap(DekIdentity { purpose: Purpose::Storage, dek_id: 1 }, input).is_ok()).1),
+        ("classify", requested_during(|| wire::classify(input).is_ok()).1),
+        ("encryption entry", requested_during(|| EncryptionEntry::decode(input).is_ok()).1),
+        ("hlc lease", requested_during(|| wire::decode_hlc_lease(input).is_ok()).1),
+        ("registry key", requested_during(|| RowKey::decode(input).is_ok()).1),
+        ("registry row", requested_during(|| Row::decode(input).is_ok()).1),
+        ("envelope header", requested_during(|| Header::parse(input, Purpose::Storage).is_ok()).1),
+        ("storage envelope", requested_during(|| envelope::open_storage(ks, &[0; 9], b"k", input).is_ok()).1),
+        ("raft envelope", requested_during(|| envelope::unwrap_raft(ks, input).is_ok()).1),
+        ("sidecar json", requested_during(|| Sidecar::from_json(Path::new("keys.json"), input).is_ok()).1),
+        (
+            "kek unwrap",
+            requested_during(|| kek.unwrap(DekIdentity { purpose: Purpose::Storage, dek_id: 1 }, input).is_ok()).1,
+        ),
     ];
     for (name, bytes) in checks {
         prop_assert!(bytes <= limit, "{name} requested {bytes} bytes for {} input bytes", input.len());

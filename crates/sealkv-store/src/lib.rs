@@ -31,7 +31,7 @@ pub use gc::{GcReport, ValueCounts};
 pub use key::KeyRange;
 pub use meta::{Applied, MAX_LOG_ID_LEN, RewriteTarget};
 pub use rewrite::{RewriteOptions, RewriteProgress};
-pub use snapshot::{EncryptionSnapshot, SnapshotError, SnapshotHeader, SnapshotStats};
+pub use snapshot::{EncryptionSnapshot, Record, SnapshotError, SnapshotHeader, SnapshotReader, SnapshotStats};
 pub use store::{Direction, KeyValue, Scan, ScanItem, Store, StoreOptions};
 
 /// The largest value the store accepts (Redis's default `proto-max-bulk-len`).

@@ -242,6 +242,127 @@ fn write_len_prefixed(w: &mut impl Write, bytes: &[u8]) -> Result<(), SnapshotEr
     Ok(())
 }
 
+/// One body record of a snapshot stream, checked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Record {
+    /// A stored version, verbatim (a valid MVCC key and value header; the body is not opened).
+    Version {
+        /// The MVCC key.
+        mvcc_key: Vec<u8>,
+        /// The stored value.
+        stored: Vec<u8>,
+    },
+    /// A writer-registry row.
+    RegistryRow {
+        /// The 27-byte key.
+        key: [u8; 27],
+        /// The 12-byte row.
+        row: [u8; 12],
+    },
+    /// A replicated store metadata record.
+    Meta {
+        /// Its name.
+        name: &'static [u8],
+        /// Its value.
+        value: Vec<u8>,
+    },
+}
+
+/// Reads a snapshot stream record by record, checking each one and, at the end, the count,
+/// checksum and absence of trailing bytes. Allocates only as bytes arrive.
+pub struct SnapshotReader<R: Read> {
+    r: Crc<BufReader<R>>,
+    header: SnapshotHeader,
+    records: u64,
+    done: bool,
+}
+
+impl<R: Read> SnapshotReader<R> {
+    /// Reads the header.
+    pub fn new(r: R) -> Result<Self, SnapshotError> {
+        let mut r = Crc { inner: BufReader::with_capacity(256 << 10, r), hasher: crc32fast::Hasher::new(), bytes: 0 };
+        let header = SnapshotHeader::read(&mut r)?;
+        Ok(SnapshotReader { r, header, records: 0, done: false })
+    }
+
+    /// The stream's header.
+    pub fn header(&self) -> &SnapshotHeader {
+        &self.header
+    }
+
+    /// The next record, or `None` once the end record has been read and verified. A record is
+    /// only returned after its own checks pass; the stream as a whole is only known good once
+    /// this returns `None`.
+    pub fn next_record(&mut self) -> Result<Option<Record>, SnapshotError> {
+        if self.done {
+            return Ok(None);
+        }
+        let r = &mut self.r;
+        let [tag] = read_array(r)?;
+        let record = match tag {
+            REC_DATA => {
+                let klen = u32::from_be_bytes(read_array(r)?);
+                if klen as usize > key::MAX_MVCC_KEY_LEN {
+                    return Err(SnapshotError::RecordTooLarge { len: klen.into() });
+                }
+                let mvcc_key = read_vec(r, klen.into())?;
+                let vlen = u32::from_be_bytes(read_array(r)?);
+                if u64::from(vlen) > MAX_STORED_LEN {
+                    return Err(SnapshotError::RecordTooLarge { len: vlen.into() });
+                }
+                let stored = read_vec(r, vlen.into())?;
+                if key::decode(&mvcc_key).is_err() || ValueHeader::split(&stored).is_err() {
+                    return Err(SnapshotError::BadVersion);
+                }
+                Record::Version { mvcc_key, stored }
+            }
+            REC_REGISTRY => {
+                let key: [u8; 27] = read_array(r)?;
+                let row: [u8; 12] = read_array(r)?;
+                if RowKey::decode(&key).is_err() || Row::decode(&row).is_err() {
+                    return Err(SnapshotError::BadRegistryRow);
+                }
+                Record::RegistryRow { key, row }
+            }
+            REC_META => {
+                let [nlen] = read_array(r)?;
+                let name = read_vec(r, nlen.into())?;
+                let name =
+                    meta::REPLICATED.into_iter().find(|n| *n == name.as_slice()).ok_or(SnapshotError::UnknownMeta)?;
+                let vlen = u32::from_be_bytes(read_array(r)?);
+                if vlen > 8 + meta::MAX_LOG_ID_LEN as u32 {
+                    return Err(SnapshotError::RecordTooLarge { len: vlen.into() });
+                }
+                let value = read_vec(r, vlen.into())?;
+                let valid =
+                    if name == meta::APPLIED { meta::Applied::decode(&value).is_ok() } else { value.len() == 8 };
+                if !valid {
+                    return Err(SnapshotError::UnknownMeta);
+                }
+                Record::Meta { name, value }
+            }
+            REC_END => {
+                let expected = u64::from_be_bytes(read_array(r)?);
+                let crc = r.hasher.clone().finalize();
+                if u32::from_be_bytes(read_array(r)?) != crc {
+                    return Err(SnapshotError::Checksum);
+                }
+                if expected != self.records {
+                    return Err(SnapshotError::CountMismatch { expected, got: self.records });
+                }
+                if r.read(&mut [0u8; 1])? != 0 {
+                    return Err(SnapshotError::Trailing);
+                }
+                self.done = true;
+                return Ok(None);
+            }
+            tag => return Err(SnapshotError::UnknownRecord { tag }),
+        };
+        self.records += 1;
+        Ok(Some(record))
+    }
+}
+
 impl Store {
     /// Streams a consistent snapshot of the store to `w`.
     pub fn write_snapshot(&self, w: impl Write, header: &SnapshotHeader) -> Result<SnapshotStats, StoreError> {
@@ -307,56 +428,23 @@ impl Store {
     }
 
     fn install_records(&self, r: impl Read) -> Result<SnapshotHeader, StoreError> {
-        let mut r = Crc { inner: BufReader::with_capacity(256 << 10, r), hasher: crc32fast::Hasher::new(), bytes: 0 };
-        let header = SnapshotHeader::read(&mut r)?;
+        let mut reader = SnapshotReader::new(r)?;
+        let header = reader.header().clone();
         let mut batch = self.db.batch();
         let mut batch_bytes = 0usize;
-        let mut records = 0u64;
         let mut metas: Vec<(&'static [u8], Vec<u8>)> = Vec::new();
-        loop {
-            let [tag] = read_array(&mut r)?;
-            match tag {
-                REC_DATA => {
-                    let klen = u32::from_be_bytes(read_array(&mut r)?);
-                    if klen as usize > key::MAX_MVCC_KEY_LEN {
-                        return Err(SnapshotError::RecordTooLarge { len: klen.into() }.into());
-                    }
-                    let k = read_vec(&mut r, klen.into())?;
-                    let vlen = u32::from_be_bytes(read_array(&mut r)?);
-                    if u64::from(vlen) > MAX_STORED_LEN {
-                        return Err(SnapshotError::RecordTooLarge { len: vlen.into() }.into());
-                    }
-                    let v = read_vec(&mut r, vlen.into())?;
-                    if key::decode(&k).is_err() || ValueHeader::split(&v).is_err() {
-                        return Err(SnapshotError::BadVersion.into());
-                    }
-                    batch_bytes += k.len() + v.len();
-                    batch.insert(&self.data, k, v);
+        while let Some(record) = reader.next_record()? {
+            match record {
+                Record::Version { mvcc_key, stored } => {
+                    batch_bytes += mvcc_key.len() + stored.len();
+                    batch.insert(&self.data, mvcc_key, stored);
                 }
-                REC_REGISTRY => {
-                    let k: [u8; 27] = read_array(&mut r)?;
-                    let v: [u8; 12] = read_array(&mut r)?;
-                    if RowKey::decode(&k).is_err() || Row::decode(&v).is_err() {
-                        return Err(SnapshotError::BadRegistryRow.into());
-                    }
-                    batch_bytes += 39;
-                    batch.insert(&self.registry, k, v);
+                Record::RegistryRow { key, row } => {
+                    batch_bytes += key.len() + row.len();
+                    batch.insert(&self.registry, key, row);
                 }
-                REC_META => {
-                    let [nlen] = read_array(&mut r)?;
-                    let name = read_vec(&mut r, nlen.into())?;
-                    let known = meta::REPLICATED.into_iter().find(|n| *n == name.as_slice());
-                    let name = known.ok_or(SnapshotError::UnknownMeta)?;
-                    let vlen = u32::from_be_bytes(read_array(&mut r)?);
-                    if vlen > 8 + meta::MAX_LOG_ID_LEN as u32 {
-                        return Err(SnapshotError::RecordTooLarge { len: vlen.into() }.into());
-                    }
-                    metas.push((name, read_vec(&mut r, vlen.into())?));
-                }
-                REC_END => break,
-                tag => return Err(SnapshotError::UnknownRecord { tag }.into()),
+                Record::Meta { name, value } => metas.push((name, value)),
             }
-            records += 1;
             if batch_bytes >= INSTALL_BATCH_BYTES {
                 std::mem::replace(&mut batch, self.db.batch()).commit()?;
                 batch_bytes = 0;
@@ -364,27 +452,16 @@ impl Store {
                 self.wait_for_flushes();
             }
         }
-        let expected = u64::from_be_bytes(read_array(&mut r)?);
-        let crc = r.hasher.clone().finalize();
-        if u32::from_be_bytes(read_array(&mut r)?) != crc {
-            return Err(SnapshotError::Checksum.into());
-        }
-        if expected != records {
-            return Err(SnapshotError::CountMismatch { expected, got: records }.into());
-        }
-        if r.read(&mut [0u8; 1]).map_err(SnapshotError::from)? != 0 {
-            return Err(SnapshotError::Trailing.into());
-        }
-        // Validate the replicated metadata before it lands.
+        // The reader checked each metadata record; apply them with the final batch.
         let mut since = None;
         let mut max_ts = 0;
-        for (name, v) in &metas {
-            match *name {
-                n if n == meta::APPLIED => drop(meta::Applied::decode(v)?),
-                n if n == meta::MAX_TS => max_ts = meta::decode_u64(v, "max_ts")?,
-                _ => since = Some(meta::decode_u64(v, "envelope_since")?),
+        for (name, v) in metas {
+            if name == meta::MAX_TS {
+                max_ts = meta::decode_u64(&v, "max_ts")?;
+            } else if name == meta::ENVELOPE_SINCE {
+                since = Some(meta::decode_u64(&v, "envelope_since")?);
             }
-            batch.insert(&self.meta, *name, v.clone());
+            batch.insert(&self.meta, name, v);
         }
         batch.insert(&self.meta, meta::HLC_CEILING, header.hlc_ceiling_ms.to_be_bytes());
         batch.remove(&self.meta, meta::INSTALLING);

@@ -121,7 +121,10 @@ fn sigkill_at_random_points_keeps_applied_index_and_data_in_agreement() {
     for run in 1..=30u16 {
         let (mut child, mut lines) = spawn_child(
             "crash_child_or_inprocess",
-            &[("SEALKV_STORE_CRASH_DIR", dir.path().display().to_string()), ("SEALKV_STORE_CRASH_EPOCH", run.to_string())],
+            &[
+                ("SEALKV_STORE_CRASH_DIR", dir.path().display().to_string()),
+                ("SEALKV_STORE_CRASH_EPOCH", run.to_string()),
+            ],
         );
         let ready: u64 = wait_for(&mut lines, "ready ").parse().unwrap();
         assert_eq!(ready, last, "the child resumed from a different applied index than the parent verified");

@@ -47,7 +47,8 @@ fn build(dir: &std::path::Path, kind: Kind) -> Store {
         }
         b.put(b"", ts, b"empty key", 0).unwrap();
         b.put(b"\x00\xff", ts, b"", 0).unwrap();
-        b.put(RowKey { dek_id: 1, node16: round as u16 }.encode().as_slice(), ts, b"user key shaped like a row", 0).unwrap();
+        b.put(RowKey { dek_id: 1, node16: round as u16 }.encode().as_slice(), ts, b"user key shaped like a row", 0)
+            .unwrap();
         RegistryStore::put(
             &mut b,
             RowKey { dek_id: DEK_A, node16: round as u16 },
@@ -127,8 +128,12 @@ fn small_stream() -> Vec<u8> {
     put(&store, 2, b"a", 1, b"one", 0);
     delete(&store, 3, b"b", 2);
     let mut b = store.batch();
-    RegistryStore::put(&mut b, RowKey { dek_id: DEK_A, node16: 1 }, Row { full_node_id: 9, first_seen_epoch: 1, last_seen_epoch: 1 })
-        .unwrap();
+    RegistryStore::put(
+        &mut b,
+        RowKey { dek_id: DEK_A, node16: 1 },
+        Row { full_node_id: 9, first_seen_epoch: 1, last_seen_epoch: 1 },
+    )
+    .unwrap();
     b.commit(&applied(4), Durability::Buffered).unwrap();
     let mut stream = Vec::new();
     store.write_snapshot(&mut stream, &header(Kind::Encrypted)).unwrap();

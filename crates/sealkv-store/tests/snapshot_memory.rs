@@ -4,53 +4,15 @@
 
 mod common;
 
-use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicIsize, Ordering};
 
 use sealkv_store::{Durability, SnapshotHeader, Store, StoreOptions};
+use sealkv_testkit::{CountingAlloc, peak_growth};
 
 use common::*;
 
-struct Tracking;
-
-static CURRENT: AtomicIsize = AtomicIsize::new(0);
-static PEAK: AtomicIsize = AtomicIsize::new(0);
-
-// SAFETY: every method forwards to the system allocator with the caller's arguments unchanged;
-// the counters are only bookkeeping.
-#[allow(unsafe_code)]
-unsafe impl GlobalAlloc for Tracking {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        let now = CURRENT.fetch_add(layout.size() as isize, Ordering::Relaxed) + layout.size() as isize;
-        PEAK.fetch_max(now, Ordering::Relaxed);
-        // SAFETY: forwarded unchanged.
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        CURRENT.fetch_sub(layout.size() as isize, Ordering::Relaxed);
-        // SAFETY: forwarded unchanged.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        let delta = new_size as isize - layout.size() as isize;
-        let now = CURRENT.fetch_add(delta, Ordering::Relaxed) + delta;
-        PEAK.fetch_max(now, Ordering::Relaxed);
-        // SAFETY: forwarded unchanged.
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-}
-
 #[global_allocator]
-static ALLOC: Tracking = Tracking;
-
-/// Runs `f` and returns how far the heap rose above where it started.
-fn peak_growth(f: impl FnOnce()) -> usize {
-    let base = CURRENT.load(Ordering::Relaxed);
-    PEAK.store(base, Ordering::Relaxed);
-    f();
-    (PEAK.load(Ordering::Relaxed) - base).max(0) as usize
-}
+static ALLOC: CountingAlloc = CountingAlloc;
 
 fn small_opts(keys: &Arc<sealkv_crypto::Keystore>) -> StoreOptions {
     StoreOptions { keystore: keys.clone(), encryption_enabled: true, cache_bytes: 1 << 20, memtable_bytes: 2 << 20 }

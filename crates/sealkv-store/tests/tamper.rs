@@ -62,7 +62,10 @@ fn every_bit_flip_of_every_stored_byte_is_an_integrity_error() {
                 assert_eq!(r, IntegrityReason::Rebadged { ts: TS, since: 0 }, "encryption state flipped to cleartext");
             }
             if byte >= 9 + 18 {
-                assert!(matches!(r, IntegrityReason::Envelope(IntegrityError::TagMismatch { .. })), "byte {byte}: {r:?}");
+                assert!(
+                    matches!(r, IntegrityReason::Envelope(IntegrityError::TagMismatch { .. })),
+                    "byte {byte}: {r:?}"
+                );
             }
         }
         // A scan stops at the first tampered version with the error.
@@ -88,7 +91,11 @@ fn truncations_relocations_ttl_edits_and_retags_are_integrity_errors() {
     let find = |k: &[u8], ts: u64| raw.iter().find(|(mk, _)| *mk == key::encode(k, ts).unwrap()).unwrap().1.clone();
     let (k1_old, k1_new, ttl) = (find(b"k1", TS), find(b"k1", TS + 1), find(b"ttl", TS));
 
-    let check = |label: &str, edit: &dyn Fn(&std::path::Path), user: &[u8], ts: u64, want: &dyn Fn(&IntegrityReason) -> bool| {
+    let check = |label: &str,
+                 edit: &dyn Fn(&std::path::Path),
+                 user: &[u8],
+                 ts: u64,
+                 want: &dyn Fn(&IntegrityReason) -> bool| {
         let d = tempfile::tempdir().unwrap();
         for (k, v) in &raw {
             raw_write(d.path(), k, v);
@@ -103,8 +110,20 @@ fn truncations_relocations_ttl_edits_and_retags_are_integrity_errors() {
     // Moved to another key.
     check("to another key", &|d| raw_write(d, &key::encode(b"k2", TS).unwrap(), &k1_old), b"k2", TS, &tag_mismatch);
     // Moved to another version of the same key.
-    check("to another version", &|d| raw_write(d, &key::encode(b"k1", TS + 1).unwrap(), &k1_old), b"k1", TS + 1, &tag_mismatch);
-    check("to a new version", &|d| raw_write(d, &key::encode(b"k1", TS + 5).unwrap(), &k1_new), b"k1", TS + 9, &tag_mismatch);
+    check(
+        "to another version",
+        &|d| raw_write(d, &key::encode(b"k1", TS + 1).unwrap(), &k1_old),
+        b"k1",
+        TS + 1,
+        &tag_mismatch,
+    );
+    check(
+        "to a new version",
+        &|d| raw_write(d, &key::encode(b"k1", TS + 5).unwrap(), &k1_new),
+        b"k1",
+        TS + 9,
+        &tag_mismatch,
+    );
     // TTL removed, or moved into the past (which must not read as "absent").
     for expire in [0u64, 1, NOW, NOW + 501] {
         let mut t = ttl.clone();
@@ -132,7 +151,10 @@ fn truncations_relocations_ttl_edits_and_retags_are_integrity_errors() {
     });
     // The keystore no longer holding the DEK.
     let store = open(dir.path(), &std::sync::Arc::new(sealkv_crypto::Keystore::new()), true);
-    assert!(matches!(reason(store.get(b"k1", TS, NOW)), IntegrityReason::Envelope(IntegrityError::UnknownKeyId { .. })));
+    assert!(matches!(
+        reason(store.get(b"k1", TS, NOW)),
+        IntegrityReason::Envelope(IntegrityError::UnknownKeyId { .. })
+    ));
 }
 
 #[test]
