@@ -48,8 +48,19 @@ fn view(store: &Store, max_ts: u64) -> Vec<Vec<(Vec<u8>, Vec<u8>)>> {
         .collect()
 }
 
-#[test]
-fn rewrite_from_a_to_b_leaves_nothing_under_a_and_reads_unchanged() {
+/// A store built by [`build`] with what the tests compare against afterwards.
+struct Fixture {
+    dir: tempfile::TempDir,
+    keys: Arc<sealkv_crypto::Keystore>,
+    store: Store,
+    max_ts: u64,
+    before: Vec<Vec<(Vec<u8>, Vec<u8>)>>,
+    counts: sealkv_store::ValueCounts,
+    /// Every stored version (cleartext, tombstones, sealed under A).
+    total: u64,
+}
+
+fn fixture() -> Fixture {
     let dir = tempfile::tempdir().unwrap();
     let keys = keystore();
     let store = open(dir.path(), &keys, true);
@@ -58,6 +69,12 @@ fn rewrite_from_a_to_b_leaves_nothing_under_a_and_reads_unchanged() {
     let counts = store.value_counts().unwrap();
     assert!(counts.cleartext > 0 && counts.by_key_id[&DEK_A] > 0);
     let total = counts.cleartext + counts.tombstones + counts.by_key_id[&DEK_A];
+    Fixture { dir, keys, store, max_ts, before, counts, total }
+}
+
+#[test]
+fn rewrite_from_a_to_b_leaves_nothing_under_a_and_reads_unchanged() {
+    let Fixture { dir, keys, store, max_ts, before, counts, total } = fixture();
     store.set_sealer(Some(sealer(&keys, DEK_B)));
     let mut reports = Vec::new();
     let mut opts = RewriteOptions::new(RewriteTarget::KeyId(DEK_A));
@@ -134,13 +151,7 @@ fn killed_child(dir: &std::path::Path, envs: &[(&str, String)], marker: &str) {
 
 #[test]
 fn a_killed_rewrite_resumes_from_its_cursor() {
-    let dir = tempfile::tempdir().unwrap();
-    let keys = keystore();
-    let store = open(dir.path(), &keys, true);
-    let max_ts = build(&store, &keys);
-    let before = view(&store, max_ts);
-    let counts = store.value_counts().unwrap();
-    let total = counts.cleartext + counts.tombstones + counts.by_key_id[&DEK_A];
+    let Fixture { dir, keys, store, max_ts, before, counts, total } = fixture();
     drop(store);
 
     // Killed just before its first chunk commits: nothing moved, nothing lost.
