@@ -5,8 +5,7 @@ use std::collections::BTreeMap;
 use fjall::{Readable, Slice};
 
 use crate::error::StoreError;
-use crate::key;
-use crate::seal::{Protection, integrity_error, protection};
+use crate::seal::{Protection, integrity_error, protection, split_stored_key};
 use crate::store::Store;
 use crate::value::ValueHeader;
 
@@ -48,7 +47,7 @@ impl Store {
         for guard in self.data.iter() {
             let (mvcc_key, stored) = guard.into_inner()?;
             report.versions_scanned += 1;
-            let (prefix, ts) = key::split(&mvcc_key).map_err(|e| integrity_error(&mvcc_key, 0, e.into()))?;
+            let (prefix, ts) = split_stored_key(&mvcc_key)?;
             if anchored.as_deref() != Some(prefix) {
                 if pending >= GC_BATCH {
                     std::mem::replace(&mut batch, self.db.batch()).commit()?;
@@ -81,7 +80,7 @@ impl Store {
         let mut counts = ValueCounts::default();
         for guard in self.db.snapshot().iter(&self.data) {
             let (mvcc_key, stored) = guard.into_inner()?;
-            let (_, ts) = key::split(&mvcc_key).map_err(|e| integrity_error(&mvcc_key, 0, e.into()))?;
+            let (_, ts) = split_stored_key(&mvcc_key)?;
             match protection(&stored).map_err(|e| integrity_error(&mvcc_key, ts, e))? {
                 Protection::Tombstone => counts.tombstones += 1,
                 Protection::Cleartext => counts.cleartext += 1,

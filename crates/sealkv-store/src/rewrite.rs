@@ -8,9 +8,8 @@ use std::ops::Bound;
 use std::time::{Duration, Instant};
 
 use crate::error::StoreError;
-use crate::key;
 use crate::meta::{self, RewriteTarget};
-use crate::seal::{Protection, integrity_error, protection};
+use crate::seal::{Protection, integrity_error, protection, split_stored_key};
 use crate::store::Store;
 
 /// How to run a rewrite.
@@ -88,7 +87,7 @@ impl Store {
                 examined += 1;
                 report.versions_scanned += 1;
                 report.bytes_scanned += stored.len() as u64;
-                let (_, ts) = key::split(&mvcc_key).map_err(|e| integrity_error(&mvcc_key, 0, e.into()))?;
+                let (_, ts) = split_stored_key(&mvcc_key)?;
                 let p = protection(&stored).map_err(|e| integrity_error(&mvcc_key, ts, e))?;
                 if targeted(p, active) {
                     let resealed = self.crypto.reseal(&sealer, &mvcc_key, ts, &stored)?;

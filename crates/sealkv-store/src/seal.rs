@@ -90,9 +90,15 @@ impl Crypto {
         }
         let sealer = self.sealer.load();
         let sealer = sealer.as_deref().ok_or(StoreError::NoSealingKey)?;
-        let compressed = compress::compress(value);
-        let plaintext = compressed.as_deref().unwrap_or(value);
-        seal_with(sealer, compressed.is_some(), mvcc_key, plaintext, expire_at_ms)
+        seal_value(sealer, mvcc_key, value, expire_at_ms)
+    }
+
+    /// Refuses a cleartext version newer than the storage envelope's activation (rebadge guard).
+    fn check_cleartext(&self, ts: u64) -> Result<(), IntegrityReason> {
+        match self.since() {
+            Some(since) if ts > since => Err(IntegrityReason::Rebadged { ts, since }),
+            _ => Ok(()),
+        }
     }
 
     /// Checks and opens one stored version. Never returns bytes that did not pass every check.
@@ -103,11 +109,7 @@ impl Crypto {
         }
         let value = match header.state {
             EncryptionState::Cleartext => {
-                if let Some(since) = self.since()
-                    && ts > since
-                {
-                    return Err(IntegrityReason::Rebadged { ts, since });
-                }
+                self.check_cleartext(ts)?;
                 body.to_vec()
             }
             EncryptionState::Envelope => {
@@ -142,17 +144,18 @@ impl Crypto {
             }
             EncryptionState::Cleartext => {
                 // Cleartext is only trusted where the rebadge guard trusts it.
-                if let Some(since) = self.since()
-                    && ts > since
-                {
-                    return Err(integrity(IntegrityReason::Rebadged { ts, since }));
-                }
-                let compressed = compress::compress(body);
-                let plaintext = compressed.as_deref().unwrap_or(body);
-                seal_with(sealer, compressed.is_some(), mvcc_key, plaintext, header.expire_at_ms)
+                self.check_cleartext(ts).map_err(integrity)?;
+                seal_value(sealer, mvcc_key, body, header.expire_at_ms)
             }
         }
     }
+}
+
+/// Seals a new value: compressed first when that makes it smaller.
+fn seal_value(sealer: &Sealer, mvcc_key: &[u8], value: &[u8], expire_at_ms: u64) -> Result<Vec<u8>, StoreError> {
+    let compressed = compress::compress(value);
+    let plaintext = compressed.as_deref().unwrap_or(value);
+    seal_with(sealer, compressed.is_some(), mvcc_key, plaintext, expire_at_ms)
 }
 
 fn seal_with(
@@ -179,6 +182,12 @@ pub(crate) fn protection(stored: &[u8]) -> Result<Protection, IntegrityReason> {
             Protection::Sealed { key_id: Header::parse(body, Purpose::Storage)?.key_id }
         }
     })
+}
+
+/// Splits a stored MVCC key into its version prefix and timestamp; a malformed key is an
+/// integrity error (it can only come from outside sealkv).
+pub(crate) fn split_stored_key(mvcc_key: &[u8]) -> Result<(&[u8], u64), StoreError> {
+    crate::key::split(mvcc_key).map_err(|e| integrity_error(mvcc_key, 0, e.into()))
 }
 
 /// Builds an integrity error naming the user key of `mvcc_key` (or its raw bytes if malformed).

@@ -12,7 +12,7 @@ use sealkv_crypto::{Keystore, Sealer};
 use crate::error::StoreError;
 use crate::key::{self, KeyRange};
 use crate::meta::{self, Applied};
-use crate::seal::{Crypto, Opened, integrity_error};
+use crate::seal::{Crypto, Opened, integrity_error, split_stored_key};
 
 const DATA: &str = "data";
 const META: &str = "meta";
@@ -191,7 +191,7 @@ impl Store {
             return Ok(None);
         };
         let (mvcc_key, stored) = guard.into_inner()?;
-        let (_, ts) = key::split(&mvcc_key).map_err(|e| integrity_error(&mvcc_key, 0, e.into()))?;
+        let (_, ts) = split_stored_key(&mvcc_key)?;
         visible(self.open_version(&mvcc_key, ts, &stored)?, now_ms)
     }
 
@@ -305,9 +305,9 @@ impl Scan<'_> {
                 Ok(kv) => kv,
                 Err(e) => return Some(Err(e.into())),
             };
-            let (prefix, ts) = match key::split(&mvcc_key) {
+            let (prefix, ts) = match split_stored_key(&mvcc_key) {
                 Ok(p) => p,
-                Err(e) => return Some(Err(integrity_error(&mvcc_key, 0, e.into()))),
+                Err(e) => return Some(Err(e)),
             };
             if self.decided.as_deref() == Some(prefix) || ts > self.read_ts {
                 continue;
@@ -340,9 +340,9 @@ impl Scan<'_> {
                     Err(e) => Some(Err(e)),
                 };
             };
-            let (prefix, ts) = match key::split(&mvcc_key) {
+            let (prefix, ts) = match split_stored_key(&mvcc_key) {
                 Ok(p) => p,
-                Err(e) => return Some(Err(integrity_error(&mvcc_key, 0, e.into()))),
+                Err(e) => return Some(Err(e)),
             };
             let same_key =
                 self.pending.as_ref().is_some_and(|(k, _, _)| k.starts_with(prefix) && k.len() == mvcc_key.len());

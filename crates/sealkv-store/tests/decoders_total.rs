@@ -7,7 +7,7 @@ mod common;
 
 use proptest::prelude::*;
 use sealkv_store::value::ValueHeader;
-use sealkv_store::{Durability, SnapshotHeader, SnapshotReader, key};
+use sealkv_store::{SnapshotHeader, SnapshotReader, key};
 use sealkv_testkit::{CountingAlloc, requested_during};
 
 use common::*;
@@ -44,26 +44,7 @@ fn check(input: &[u8]) -> Result<(), TestCaseError> {
 
 fn valid_stream() -> Vec<u8> {
     static STREAM: std::sync::OnceLock<Vec<u8>> = std::sync::OnceLock::new();
-    STREAM.get_or_init(build_stream).clone()
-}
-
-fn build_stream() -> Vec<u8> {
-    let dir = tempfile::tempdir().unwrap();
-    let keys = keystore();
-    let store = open(dir.path(), &keys, true);
-    store.set_sealer(Some(sealer(&keys, DEK_A)));
-    enable(&store, 1);
-    let mut b = store.batch();
-    b.put(b"key", 1, &[7; 200], 60_000).unwrap();
-    b.delete(b"gone", 2).unwrap();
-    b.commit(&applied(2), Durability::Buffered).unwrap();
-    let mut out = Vec::new();
-    let h = SnapshotHeader {
-        hlc_ceiling_ms: 3,
-        encryption: Some(sealkv_store::EncryptionSnapshot { raft_cutover_index: 0, state: b"{}".to_vec() }),
-    };
-    store.write_snapshot(&mut out, &h).unwrap();
-    out
+    STREAM.get_or_init(small_encrypted_stream).clone()
 }
 
 #[test]

@@ -5,9 +5,7 @@
 mod common;
 
 use sealkv_crypto::registry::{RegistryStore, Row, RowKey};
-use sealkv_store::{
-    Direction, Durability, EncryptionSnapshot, KeyRange, SnapshotError, SnapshotHeader, Store, StoreError,
-};
+use sealkv_store::{Direction, Durability, KeyRange, SnapshotError, SnapshotHeader, Store, StoreError};
 
 use common::*;
 
@@ -63,9 +61,10 @@ fn build(dir: &std::path::Path, kind: Kind) -> Store {
 }
 
 fn header(kind: Kind) -> SnapshotHeader {
-    let encryption = (kind != Kind::Cleartext)
-        .then(|| EncryptionSnapshot { raft_cutover_index: 42, state: br#"{"active":{"storage":2570}}"#.to_vec() });
-    SnapshotHeader { hlc_ceiling_ms: 5_002, encryption }
+    match kind {
+        Kind::Cleartext => SnapshotHeader { hlc_ceiling_ms: 5_002, encryption: None },
+        _ => small_stream_header(),
+    }
 }
 
 fn everything(store: &Store, ts: u64) -> Vec<(Vec<u8>, Vec<u8>)> {
@@ -119,30 +118,9 @@ fn open_since(kind: Kind) -> Option<u64> {
     }
 }
 
-fn small_stream() -> Vec<u8> {
-    let dir = tempfile::tempdir().unwrap();
-    let keys = keystore();
-    let store = open(dir.path(), &keys, true);
-    store.set_sealer(Some(sealer(&keys, DEK_A)));
-    enable(&store, 1);
-    put(&store, 2, b"a", 1, b"one", 0);
-    delete(&store, 3, b"b", 2);
-    let mut b = store.batch();
-    RegistryStore::put(
-        &mut b,
-        RowKey { dek_id: DEK_A, node16: 1 },
-        Row { full_node_id: 9, first_seen_epoch: 1, last_seen_epoch: 1 },
-    )
-    .unwrap();
-    b.commit(&applied(4), Durability::Buffered).unwrap();
-    let mut stream = Vec::new();
-    store.write_snapshot(&mut stream, &header(Kind::Encrypted)).unwrap();
-    stream
-}
-
 #[test]
 fn every_corruption_and_truncation_is_refused_and_leaves_the_store_empty() {
-    let stream = small_stream();
+    let stream = small_encrypted_stream();
     let dir = tempfile::tempdir().unwrap();
     let keys = keystore();
     let store = open(dir.path(), &keys, true);
@@ -170,7 +148,7 @@ fn every_corruption_and_truncation_is_refused_and_leaves_the_store_empty() {
 
 #[test]
 fn v2_header_with_unknown_trailing_fields_is_read_and_unknown_versions_refused() {
-    let stream = small_stream();
+    let stream = small_encrypted_stream();
     let h = header(Kind::Encrypted).encode().unwrap();
     let body = &stream[h.len()..stream.len() - 4];
     // The same header with 5 bytes of fields from a future version appended.
@@ -205,7 +183,7 @@ fn install_child_or_inprocess() {
         // In a normal run: installing into a store that already holds data is refused.
         let dir = tempfile::tempdir().unwrap();
         let store = build(dir.path(), Kind::Mixed);
-        assert!(matches!(store.install_snapshot(small_stream().as_slice()), Err(StoreError::NotEmpty)));
+        assert!(matches!(store.install_snapshot(small_encrypted_stream().as_slice()), Err(StoreError::NotEmpty)));
         return;
     };
     let stream = std::fs::read(std::env::var("SEALKV_INSTALL_STREAM").unwrap()).unwrap();

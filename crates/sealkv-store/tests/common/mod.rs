@@ -111,3 +111,35 @@ pub fn wait_for(lines: &mut std::io::Lines<std::io::BufReader<std::process::Chil
         }
     }
 }
+
+/// The header of [`small_encrypted_stream`].
+pub fn small_stream_header() -> sealkv_store::SnapshotHeader {
+    sealkv_store::SnapshotHeader {
+        hlc_ceiling_ms: 5_002,
+        encryption: Some(sealkv_store::EncryptionSnapshot {
+            raft_cutover_index: 42,
+            state: br#"{"active":{"storage":2570}}"#.to_vec(),
+        }),
+    }
+}
+
+/// A small, valid v2 snapshot stream of an encrypted store: a sealed value, a compressed sealed
+/// value with a TTL, a tombstone, a registry row and the replicated metadata.
+pub fn small_encrypted_stream() -> Vec<u8> {
+    use sealkv_crypto::registry::{RegistryStore, Row, RowKey};
+    let dir = tempfile::tempdir().unwrap();
+    let keys = keystore();
+    let store = open(dir.path(), &keys, true);
+    store.set_sealer(Some(sealer(&keys, DEK_A)));
+    enable(&store, 1);
+    put(&store, 2, b"a", 1, b"one", 0);
+    put(&store, 3, b"key", 2, &[7; 200], 60_000);
+    delete(&store, 4, b"b", 3);
+    let mut b = store.batch();
+    let row = Row { full_node_id: 9, first_seen_epoch: 1, last_seen_epoch: 1 };
+    RegistryStore::put(&mut b, RowKey { dek_id: DEK_A, node16: 1 }, row).unwrap();
+    b.commit(&applied(5), Durability::Buffered).unwrap();
+    let mut stream = Vec::new();
+    store.write_snapshot(&mut stream, &small_stream_header()).unwrap();
+    stream
+}
