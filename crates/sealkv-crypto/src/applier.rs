@@ -674,3 +674,166 @@ impl ApplyError {
         }
     }
 }
+
+/// The cluster-wide part of the sidecar: what every replica agrees on at a log index (wrapped
+/// DEKs, active ids, cutover flags, retired flags), without this node's local epochs. Snapshots
+/// carry it (spec 02 §8 `encryption_state`) so that a follower installing a snapshot across
+/// rotations it never saw gets every DEK in the same step.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterState {
+    /// Whether store values are sealed.
+    pub storage_envelope_active: bool,
+    /// Index of the enable-storage-envelope entry.
+    pub storage_cutover_index: u64,
+    /// Index of the enable-raft-envelope entry.
+    pub raft_envelope_cutover_index: u64,
+    /// Active ids.
+    pub active: crate::sidecar::ActiveIds,
+    /// Every DEK, wrapped.
+    pub keys: BTreeMap<u32, ClusterKey>,
+}
+
+/// One DEK in a [`ClusterState`].
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterKey {
+    /// Its purpose.
+    #[serde(with = "crate::sidecar::purpose_str")]
+    pub purpose: Purpose,
+    /// Wrapped under the KEK.
+    #[serde(with = "crate::sidecar::b64")]
+    pub wrapped: Vec<u8>,
+    /// Retired.
+    pub retired: bool,
+}
+
+/// The largest encoded cluster state accepted (the sidecar's own bound).
+pub const MAX_CLUSTER_STATE_LEN: usize = crate::sidecar::MAX_FILE_LEN as usize;
+
+impl ClusterState {
+    /// Decodes; total (a bounded length, serde_json, then the sidecar's own validation rules).
+    pub fn decode(bytes: &[u8]) -> Result<Self, ApplyError> {
+        if bytes.len() > MAX_CLUSTER_STATE_LEN {
+            return Err(SidecarError::TooLarge {
+                path: PathBuf::from("<snapshot encryption state>"),
+                len: bytes.len() as u64,
+            }
+            .into());
+        }
+        serde_json::from_slice(bytes)
+            .map_err(|e| SidecarError::Invalid(format!("snapshot encryption state: {e}")).into())
+    }
+
+    /// Encodes as JSON.
+    pub fn encode(&self) -> Vec<u8> {
+        // Serializing plain structs and maps with string keys cannot fail.
+        serde_json::to_vec(self).unwrap_or_default()
+    }
+}
+
+impl Applier {
+    /// This node's cluster-wide encryption state, for a snapshot header.
+    pub fn cluster_state(&self) -> ClusterState {
+        let sc = self.lock();
+        ClusterState {
+            storage_envelope_active: sc.storage_envelope_active,
+            storage_cutover_index: sc.storage_cutover_index,
+            raft_envelope_cutover_index: sc.raft_envelope_cutover_index,
+            active: sc.active,
+            keys: sc
+                .keys
+                .iter()
+                .map(|(id, k)| (*id, ClusterKey { purpose: k.purpose, wrapped: k.wrapped.clone(), retired: k.retired }))
+                .collect(),
+        }
+    }
+
+    /// Adopts the cluster state of an installed snapshot whose last index is `index`: every DEK
+    /// is unwrapped and checked before anything changes, then keystore → one sidecar write.
+    ///
+    /// A DEK this node already has keeps its local epoch. A DEK new to it gets
+    /// `registry last_seen + 1` for this node (0 without a row), so it never reuses a nonce
+    /// prefix the cluster recorded for it; `registry` must already hold the snapshot's rows.
+    pub fn install_cluster_state(
+        &self,
+        state: &ClusterState,
+        index: u64,
+        registry: &dyn RegistryStore,
+        full_node_id: u64,
+    ) -> Result<(), ApplyError> {
+        let w = self.wired()?;
+        let mut sc = self.lock();
+        // --- checks ---
+        let mut unwrapped = Vec::new();
+        for (id, k) in &state.keys {
+            if let Some(mine) = sc.keys.get(id)
+                && mine.purpose != k.purpose
+            {
+                return Err(ApplyError::PurposeMismatch { dek_id: *id, expected: mine.purpose, actual: k.purpose });
+            }
+            if k.retired {
+                continue;
+            }
+            let bytes = unwrap(w.kek, k.purpose, *id, &k.wrapped)?;
+            w.keystore.check_install(*id, k.purpose, &bytes)?;
+            unwrapped.push((*id, k.purpose, bytes));
+        }
+        for p in Purpose::ALL {
+            let id = state.active.get(p);
+            if id != 0 && !unwrapped.iter().any(|(u, up, _)| *u == id && *up == p) {
+                return Err(ApplyError::UnknownDek { dek_id: id });
+            }
+        }
+        let n16 = node16(full_node_id);
+        let mut epochs = BTreeMap::new();
+        for id in state.keys.keys() {
+            let epoch = match sc.keys.get(id) {
+                Some(mine) => mine.local_epoch,
+                None => match registry.get(RowKey { dek_id: *id, node16: n16 })? {
+                    Some(row) if row.full_node_id == full_node_id => u32::from(row.last_seen_epoch) + 1,
+                    _ => 0,
+                },
+            };
+            epochs.insert(*id, epoch.min(0xFFFF));
+        }
+        // --- effects ---
+        for (id, p, bytes) in &unwrapped {
+            w.keystore.install(*id, *p, bytes)?;
+        }
+        for p in Purpose::ALL {
+            let id = state.active.get(p);
+            if id != 0 {
+                w.keystore.set_active(p, id)?;
+            }
+        }
+        let mut next = sc.clone();
+        next.storage_envelope_active = state.storage_envelope_active;
+        next.storage_cutover_index = state.storage_cutover_index;
+        next.raft_envelope_cutover_index = state.raft_envelope_cutover_index;
+        next.active = state.active;
+        let created = now_rfc3339();
+        for (id, k) in &state.keys {
+            let prev = sc.keys.get(id);
+            next.keys.insert(
+                *id,
+                KeyRecord {
+                    purpose: k.purpose,
+                    wrapped: k.wrapped.clone(),
+                    created: prev.map_or_else(|| created.clone(), |p| p.created.clone()),
+                    local_epoch: epochs.get(id).copied().unwrap_or(0),
+                    retired: k.retired,
+                },
+            );
+        }
+        next.raft_applied_index = next.raft_applied_index.max(index);
+        commit(w.dir, &mut sc, next)?;
+        for (id, k) in &state.keys {
+            if k.retired {
+                // A retired key may never have been loaded here; absence is the goal.
+                let _ = w.keystore.remove(*id);
+            }
+        }
+        Ok(())
+    }
+}

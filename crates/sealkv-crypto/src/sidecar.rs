@@ -163,7 +163,7 @@ impl Default for Sidecar {
     }
 }
 
-mod purpose_str {
+pub(crate) mod purpose_str {
     use serde::{Deserialize, Deserializer, Serializer, de::Error};
 
     use crate::cipher::Purpose;
@@ -182,7 +182,7 @@ mod purpose_str {
     }
 }
 
-mod b64 {
+pub(crate) mod b64 {
     use base64::Engine;
     use serde::{Deserialize, Deserializer, Serializer, de::Error};
 

@@ -11,7 +11,7 @@ use sealkv_crypto::registry::{Row, RowKey};
 
 use crate::error::StoreError;
 use crate::key;
-use crate::meta;
+use crate::meta::{self, Applied};
 use crate::store::Store;
 use crate::value::ValueHeader;
 
@@ -227,12 +227,14 @@ impl<T: Read> Read for Crc<T> {
 }
 
 /// What a snapshot write produced.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct SnapshotStats {
     /// Records in the body.
     pub records: u64,
     /// Bytes of the whole stream.
     pub bytes: u64,
+    /// The applied position the snapshot covers (read from the same consistent view as the data).
+    pub applied: Option<Applied>,
 }
 
 fn write_len_prefixed(w: &mut impl Write, bytes: &[u8]) -> Result<(), SnapshotError> {
@@ -385,8 +387,12 @@ impl Store {
             w.write_all(&v).map_err(io)?;
             records += 1;
         }
+        let mut applied = None;
         for name in meta::REPLICATED {
             if let Some(v) = snap.get(&self.meta, name)? {
+                if name == meta::APPLIED {
+                    applied = Some(Applied::decode(&v)?);
+                }
                 w.write_all(&[REC_META, name.len() as u8]).map_err(io)?;
                 w.write_all(name).map_err(io)?;
                 write_len_prefixed(&mut w, &v)?;
@@ -398,7 +404,7 @@ impl Store {
         let crc = w.hasher.clone().finalize();
         w.write_all(&crc.to_be_bytes()).map_err(io)?;
         w.flush().map_err(io)?;
-        Ok(SnapshotStats { records, bytes: w.bytes })
+        Ok(SnapshotStats { records, bytes: w.bytes, applied })
     }
 
     /// Installs a snapshot stream into this (empty) store and returns its header. Versions go in
