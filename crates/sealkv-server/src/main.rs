@@ -1,1 +1,74 @@
-fn main() {}
+//! The `sealkv` binary: `server`, `dev`, `kv`, `admin`.
+
+// tonic's `Status` and openraft's errors are large and fixed by their APIs.
+#![allow(clippy::result_large_err)]
+
+use std::io::Write;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+mod api;
+mod cli;
+mod coordinator;
+mod dev;
+mod node;
+
+/// sealkv: a Raft-replicated MVCC key-value store whose persisted data is ciphertext.
+#[derive(Debug, Parser)]
+#[command(name = "sealkv", version)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Runs one node of a cluster.
+    Server(node::ServerArgs),
+    /// Runs a local cluster of `sealkv server` processes for trying sealkv out.
+    Dev(dev::DevArgs),
+    /// Reads and writes keys through a node's gRPC endpoint.
+    Kv(cli::KvArgs),
+    /// Cluster administration.
+    Admin(cli::AdminArgs),
+    /// Fault-injection helpers for tests (not for production use).
+    #[command(hide = true)]
+    Debug(cli::DebugArgs),
+}
+
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("SEALKV_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,openraft=warn,h2=warn,tower=warn,hyper=warn"));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(false).init();
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("sealkv: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = rt.block_on(async move {
+        match cli.command {
+            Command::Server(a) => {
+                init_tracing();
+                node::run(a).await.map(|()| ExitCode::SUCCESS)
+            }
+            Command::Dev(a) => dev::run(a).await.map(|()| ExitCode::SUCCESS),
+            Command::Kv(a) => cli::kv(a).await,
+            Command::Admin(a) => cli::admin(a).await.map(|()| ExitCode::SUCCESS),
+            Command::Debug(a) => cli::debug(a).map(|()| ExitCode::SUCCESS),
+        }
+    });
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            let _ = writeln!(std::io::stderr(), "sealkv: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

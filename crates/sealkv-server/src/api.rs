@@ -1,0 +1,176 @@
+//! The KV and admin calls carried by the `Call` method of the node's gRPC service.
+//!
+//! Requests and responses are bincode-encoded serde enums (bounded decoding, see
+//! `sealkv_raft::codec`). A node that is not the leader forwards writes and linearizable reads
+//! to the leader once (`forwarded` stops loops) and returns the leader's answer.
+
+use sealkv_raft::codec;
+use sealkv_raft::network::{channel, client};
+use serde::{Deserialize, Serialize};
+
+/// A call.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Envelope {
+    /// Set by a follower forwarding to the leader.
+    pub forwarded: bool,
+    /// The request.
+    pub request: Request,
+}
+
+/// One write of a batch.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum WriteOp {
+    /// Put, with an optional time-to-live in ms.
+    Put {
+        /// Key.
+        key: Vec<u8>,
+        /// Value.
+        value: Vec<u8>,
+        /// TTL.
+        ttl_ms: Option<u64>,
+    },
+    /// Delete.
+    Delete {
+        /// Key.
+        key: Vec<u8>,
+    },
+}
+
+/// KV and admin requests.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum Request {
+    /// Linearizable read of one key.
+    Get {
+        /// Key.
+        key: Vec<u8>,
+    },
+    /// Linearizable scan of a key prefix (at most `limit` pairs).
+    Scan {
+        /// Prefix.
+        prefix: Vec<u8>,
+        /// Max pairs.
+        limit: u32,
+    },
+    /// Writes applied atomically in one Raft entry.
+    Write {
+        /// The writes.
+        ops: Vec<WriteOp>,
+    },
+    /// Cluster status as seen from the answering node (members' applied indexes fetched live).
+    ClusterStatus,
+    /// This node alone.
+    LocalStatus,
+    /// Adds a learner.
+    AddLearner {
+        /// Its `--node-id`.
+        name: String,
+        /// Its gRPC address.
+        addr: String,
+    },
+    /// Promotes a learner to voter.
+    Promote {
+        /// Its `--node-id`.
+        name: String,
+    },
+    /// Removes a member.
+    Remove {
+        /// Its `--node-id`.
+        name: String,
+    },
+    /// Proposes an encryption entry built by a node for itself (a writer registration at
+    /// startup). Leader only; the payload must be a registration.
+    Register {
+        /// The encoded 0x03 entry.
+        payload: Vec<u8>,
+    },
+}
+
+/// What went wrong, as a kind scripts can match and a message people can act on.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ApiError {
+    /// Stable kind: `NotLeader`, `Unavailable`, `InvalidArgument`, `Halted`, `Internal`.
+    pub kind: String,
+    /// Human message naming what to do.
+    pub message: String,
+}
+
+impl std::fmt::Display for ApiError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.kind, self.message)
+    }
+}
+
+impl std::error::Error for ApiError {}
+
+impl ApiError {
+    /// A new error.
+    pub fn new(kind: &str, message: impl Into<String>) -> Self {
+        ApiError { kind: kind.to_owned(), message: message.into() }
+    }
+}
+
+/// One member in a status report.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct MemberStatus {
+    /// `--node-id`.
+    pub id: String,
+    /// `leader`, `follower`, `candidate`, `learner`, `shutdown`, or `unreachable`.
+    pub role: String,
+    /// gRPC address.
+    pub address: String,
+    /// Last applied log index (None when unreachable).
+    pub applied_index: Option<u64>,
+    /// Voter (true) or learner.
+    pub voter: bool,
+    /// Raft envelope cutover index applied on it (None when unreachable).
+    pub raft_cutover_index: Option<u64>,
+    /// Whether its store seals new values.
+    pub storage_envelope: Option<bool>,
+    /// Set when the member's apply loop halted.
+    pub halted: Option<String>,
+}
+
+/// Cluster status.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ClusterStatus {
+    /// The leader's `--node-id`, if one is known.
+    pub leader: Option<String>,
+    /// Current term.
+    pub term: u64,
+    /// Every voter and learner.
+    pub members: Vec<MemberStatus>,
+}
+
+/// Responses.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum Response {
+    /// A value, or none.
+    Value(Option<Vec<u8>>),
+    /// Key/value pairs in key order.
+    Pairs(Vec<(Vec<u8>, Vec<u8>)>),
+    /// A write's commit timestamp.
+    Written {
+        /// Commit ts.
+        ts: u64,
+    },
+    /// Cluster status.
+    Cluster(ClusterStatus),
+    /// One member's status.
+    Local(MemberStatus),
+    /// Done.
+    Ok,
+    /// Failed.
+    Error(ApiError),
+}
+
+/// Sends `request` to the node at `addr` and returns its response.
+pub async fn call(addr: &str, request: Request, forwarded: bool) -> Result<Response, ApiError> {
+    let unavailable = |e: String| ApiError::new("Unavailable", format!("cannot reach {addr}: {e}"));
+    let ch = channel(addr).map_err(|e| unavailable(e.to_string()))?;
+    let mut c = client(ch);
+    let bytes = codec::encode(&Envelope { forwarded, request }).map_err(|s| ApiError::new("Internal", s.message()))?;
+    let mut req = tonic::Request::new(bytes);
+    req.set_timeout(std::time::Duration::from_secs(30));
+    let resp = c.call(req).await.map_err(|s| unavailable(s.message().to_owned()))?;
+    codec::decode(resp.get_ref()).map_err(|s| ApiError::new("Internal", s.message()))
+}

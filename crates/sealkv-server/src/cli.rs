@@ -1,0 +1,192 @@
+//! `sealkv kv`, `sealkv admin` and the hidden `sealkv debug` helpers.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context, bail};
+use clap::{Args, Subcommand};
+
+use crate::api::{self, ApiError, Request, Response, WriteOp};
+
+/// `sealkv kv`.
+#[derive(Debug, Args)]
+pub struct KvArgs {
+    /// A node's gRPC address.
+    #[arg(long, default_value = "127.0.0.1:7379")]
+    endpoint: String,
+    #[command(subcommand)]
+    op: KvOp,
+}
+
+#[derive(Debug, Subcommand)]
+enum KvOp {
+    /// Prints the raw value; exits 1 when the key is absent.
+    Get { key: String },
+    /// Writes a value.
+    Put {
+        key: String,
+        value: String,
+        /// Expire after this many milliseconds.
+        #[arg(long)]
+        ttl_ms: Option<u64>,
+    },
+    /// Deletes a key.
+    Del { key: String },
+    /// Prints `key<TAB>value` lines for keys starting with PREFIX.
+    Scan {
+        prefix: String,
+        #[arg(long, default_value_t = 1000)]
+        limit: u32,
+    },
+}
+
+/// `sealkv admin`.
+#[derive(Debug, Args)]
+pub struct AdminArgs {
+    /// A node's gRPC address.
+    #[arg(long, default_value = "127.0.0.1:7379")]
+    endpoint: String,
+    #[command(subcommand)]
+    area: AdminArea,
+}
+
+#[derive(Debug, Subcommand)]
+enum AdminArea {
+    /// Cluster membership.
+    Cluster {
+        #[command(subcommand)]
+        op: ClusterOp,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum ClusterOp {
+    /// Leader, members, roles, applied indexes.
+    Status {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Adds a learner (it must be running with the same encryption settings).
+    AddLearner { name: String, addr: String },
+    /// Promotes a learner to voter.
+    Promote { name: String },
+    /// Removes a member.
+    Remove { name: String },
+}
+
+fn expect(r: Result<Response, ApiError>) -> anyhow::Result<Response> {
+    match r {
+        Ok(Response::Error(e)) | Err(e) => Err(anyhow::anyhow!(e)),
+        Ok(r) => Ok(r),
+    }
+}
+
+/// Runs `sealkv kv`.
+pub async fn kv(a: KvArgs) -> anyhow::Result<ExitCode> {
+    let req = match &a.op {
+        KvOp::Get { key } => Request::Get { key: key.as_bytes().to_vec() },
+        KvOp::Put { key, value, ttl_ms } => Request::Write {
+            ops: vec![WriteOp::Put { key: key.as_bytes().to_vec(), value: value.as_bytes().to_vec(), ttl_ms: *ttl_ms }],
+        },
+        KvOp::Del { key } => Request::Write { ops: vec![WriteOp::Delete { key: key.as_bytes().to_vec() }] },
+        KvOp::Scan { prefix, limit } => Request::Scan { prefix: prefix.as_bytes().to_vec(), limit: *limit },
+    };
+    let mut out = std::io::stdout().lock();
+    match expect(api::call(&a.endpoint, req, false).await)? {
+        Response::Value(Some(v)) => out.write_all(&v)?,
+        Response::Value(None) => return Ok(ExitCode::from(1)),
+        Response::Written { .. } => writeln!(out, "OK")?,
+        Response::Pairs(pairs) => {
+            for (k, v) in pairs {
+                out.write_all(&k)?;
+                out.write_all(b"\t")?;
+                out.write_all(&v)?;
+                out.write_all(b"\n")?;
+            }
+        }
+        other => bail!("unexpected response {other:?}"),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Runs `sealkv admin`.
+pub async fn admin(a: AdminArgs) -> anyhow::Result<()> {
+    let AdminArea::Cluster { op } = a.area;
+    let (req, json) = match op {
+        ClusterOp::Status { json } => (Request::ClusterStatus, json),
+        ClusterOp::AddLearner { name, addr } => (Request::AddLearner { name, addr }, false),
+        ClusterOp::Promote { name } => (Request::Promote { name }, false),
+        ClusterOp::Remove { name } => (Request::Remove { name }, false),
+    };
+    match expect(api::call(&a.endpoint, req, false).await)? {
+        Response::Cluster(s) if json => println!("{}", serde_json::to_string_pretty(&s)?),
+        Response::Cluster(s) => {
+            println!("leader: {}   term: {}", s.leader.as_deref().unwrap_or("(none)"), s.term);
+            println!(
+                "{:<10} {:<12} {:<22} {:>10} {:>8} {:>8}",
+                "ID", "ROLE", "ADDRESS", "APPLIED", "STORAGE", "CUTOVER"
+            );
+            for m in s.members {
+                let applied = m.applied_index.map_or("-".into(), |i| i.to_string());
+                let storage = m.storage_envelope.map_or("-", |b| if b { "sealed" } else { "clear" });
+                let cut = m.raft_cutover_index.map_or("-".into(), |i| i.to_string());
+                println!("{:<10} {:<12} {:<22} {:>10} {:>8} {:>8}", m.id, m.role, m.address, applied, storage, cut);
+                if let Some(h) = m.halted {
+                    println!("           HALTED: {h}");
+                }
+            }
+        }
+        Response::Ok => println!("OK"),
+        other => bail!("unexpected response {other:?}"),
+    }
+    Ok(())
+}
+
+/// `sealkv debug`: fault injection for tests.
+#[derive(Debug, Args)]
+pub struct DebugArgs {
+    #[command(subcommand)]
+    op: DebugOp,
+}
+
+#[derive(Debug, Subcommand)]
+enum DebugOp {
+    /// Flips one bit of the last payload byte of a Raft log entry (the node must be stopped).
+    FlipLogByte {
+        #[arg(long)]
+        data_dir: PathBuf,
+        #[arg(long)]
+        index: u64,
+    },
+    /// Prints the applied index of a stopped node's store.
+    Applied {
+        #[arg(long)]
+        data_dir: PathBuf,
+    },
+}
+
+/// Runs `sealkv debug`.
+pub fn debug(a: DebugArgs) -> anyhow::Result<()> {
+    let open = |dir: &PathBuf| -> anyhow::Result<sealkv_store::Store> {
+        Ok(sealkv_store::Store::open(dir.join("store"), sealkv_store::StoreOptions::default())?)
+    };
+    match a.op {
+        DebugOp::FlipLogByte { data_dir, index } => {
+            let store = open(&data_dir)?;
+            let log = sealkv_raft::log_store::LogStore::open(store.database())?;
+            let mut e = log.entry(index)?.with_context(|| format!("no log entry {index}"))?;
+            let openraft::EntryPayload::Normal(p) = &mut e.payload else { bail!("entry {index} carries no payload") };
+            let last = p.0.last_mut().with_context(|| format!("entry {index} has an empty payload"))?;
+            *last ^= 0x01;
+            log.overwrite(&e)?;
+            store.persist()?;
+            println!("flipped entry {index}");
+        }
+        DebugOp::Applied { data_dir } => {
+            let store = open(&data_dir)?;
+            println!("{}", store.applied()?.map(|a| a.index).unwrap_or(0));
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,598 @@
+//! `sealkv server`: one node. Startup order: refusal guards (spec 03 §5) → Raft node → gRPC →
+//! (first leader of a cluster encrypted from birth) bootstrap + both envelopes → client intake.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use openraft::{ChangeMembers, Config, SnapshotPolicy};
+use sealkv_crypto::applier::Applier;
+use sealkv_crypto::guards::{self, StartupInputs};
+use sealkv_crypto::kek::{DekIdentity, FileKek, KekProvider};
+use sealkv_crypto::wire::{Bootstrap, EncryptionEntry, Registration};
+use sealkv_crypto::{Keystore, Purpose, cipher, full_node_id};
+use sealkv_raft::command::Op;
+use sealkv_raft::log_store::LogStore;
+use sealkv_raft::network::{AppFuture, AppHandler, NetworkFactory, NodeService};
+use sealkv_raft::{Member, Raft, Shared, StateMachine, codec};
+use sealkv_store::{Direction, KeyRange, Store, StoreOptions};
+
+use crate::api::{self, ApiError, ClusterStatus, Envelope, MemberStatus, Request, Response, WriteOp};
+use crate::coordinator::{Coordinator, now_ms};
+
+/// Everything `sealkv server` is told on its command line.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ServerArgs {
+    /// This node's name; its FNV-1a hash is the Raft and registry node id.
+    #[arg(long)]
+    pub node_id: String,
+    /// Data directory (store, Raft log, sidecar, snapshots).
+    #[arg(long)]
+    pub data_dir: PathBuf,
+    /// gRPC listen address (Raft, KV and admin).
+    #[arg(long, default_value = "127.0.0.1:7379")]
+    pub listen_grpc: SocketAddr,
+    /// Address other nodes reach this one at (defaults to --listen-grpc).
+    #[arg(long)]
+    pub advertise: Option<String>,
+    /// Redis listen address (the RESP frontend is not built yet; the flag is accepted so
+    /// scripts keep working).
+    #[arg(long)]
+    pub listen_redis: Option<SocketAddr>,
+    /// Metrics listen address (accepted; metrics are not served yet).
+    #[arg(long)]
+    pub listen_metrics: Option<SocketAddr>,
+    /// Initialize a new cluster with --initial-members (run on one node only).
+    #[arg(long)]
+    pub init: bool,
+    /// `n1=host:port,n2=host:port,...` — the first voters.
+    #[arg(long, value_delimiter = ',')]
+    pub initial_members: Vec<String>,
+    /// Encrypt: requires a KEK.
+    #[arg(long)]
+    pub encryption_enabled: bool,
+    /// KEK file: exactly 32 raw bytes, mode 0600, outside the data dir.
+    #[arg(long)]
+    pub kek_file: Option<PathBuf>,
+    /// KEK URI (pkcs11:… or aws-kms://…).
+    #[arg(long, conflicts_with = "kek_file")]
+    pub kek_uri: Option<String>,
+    /// With --init: bootstrap DEKs and turn on both envelopes before serving any client.
+    #[arg(long, requires = "encryption_enabled")]
+    pub encrypt_from_birth: bool,
+    /// Build a snapshot after this many applied entries.
+    #[arg(long, default_value_t = 20_000)]
+    pub snapshot_every: u64,
+    /// Log entries kept behind a snapshot for followers that lag a little.
+    #[arg(long, default_value_t = 5_000)]
+    pub keep_logs: u64,
+}
+
+fn parse_members(list: &[String]) -> anyhow::Result<BTreeMap<u64, Member>> {
+    let mut out = BTreeMap::new();
+    for item in list {
+        let (name, addr) =
+            item.split_once('=').with_context(|| format!("--initial-members entry {item:?} is not NAME=HOST:PORT"))?;
+        out.insert(full_node_id(name), Member { name: name.to_owned(), addr: addr.to_owned() });
+    }
+    Ok(out)
+}
+
+fn load_kek(args: &ServerArgs) -> anyhow::Result<Option<Arc<dyn KekProvider>>> {
+    if let Some(uri) = &args.kek_uri {
+        bail!(
+            "--kek-uri {uri}: PKCS#11 and AWS KMS KEK providers are not built into this binary yet; use --kek-file PATH"
+        );
+    }
+    match &args.kek_file {
+        Some(p) => Ok(Some(Arc::new(FileKek::open(p)?))),
+        None => Ok(None),
+    }
+}
+
+/// Runs a node until SIGINT/SIGTERM (exit 0) or an apply halt (exit 3).
+pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
+    let me = full_node_id(&args.node_id);
+    std::fs::create_dir_all(&args.data_dir)
+        .with_context(|| format!("cannot create --data-dir {}", args.data_dir.display()))?;
+    let sidecar_dir = sealkv_crypto::sidecar::Sidecar::dir(&args.data_dir);
+    // Guards 1 and 2 need nothing opened; run them before touching the store.
+    guards::sidecar_needs_flag(&sidecar_dir, args.encryption_enabled)?;
+    let kek = load_kek(&args)?;
+    guards::kek_required(args.encryption_enabled, kek.is_some())?;
+
+    let keystore = Arc::new(Keystore::new());
+    let store = Arc::new(Store::open(
+        args.data_dir.join("store"),
+        StoreOptions { keystore: keystore.clone(), encryption_enabled: args.encryption_enabled, ..Default::default() },
+    )?);
+    let log = LogStore::open(store.database())?;
+    let applied = store.applied()?.map(|a| a.index).unwrap_or(0);
+    let snapshot_dir = args.data_dir.join("snapshots");
+    let snapshot = sealkv_raft::state_machine::current(&snapshot_dir).ok().flatten();
+    let members: Vec<(String, u64)> = {
+        let mut m: Vec<(String, u64)> =
+            parse_members(&args.initial_members)?.into_iter().map(|(id, n)| (n.name, id)).collect();
+        if let Some(s) = &snapshot {
+            m.extend(s.meta.last_membership.membership().nodes().map(|(id, n)| (n.name.clone(), *id)));
+        }
+        m.sort();
+        m.dedup();
+        m
+    };
+    let snapshot_info = match &snapshot {
+        Some(s) => Some(snapshot_header_info(&s.snapshot.path, s.meta.last_log_id.map(|l| l.index).unwrap_or(0))?),
+        None => None,
+    };
+    let started = guards::run(StartupInputs {
+        encryption_enabled: args.encryption_enabled,
+        kek: kek.clone(),
+        sidecar_dir: &sidecar_dir,
+        full_node_id: me,
+        members: &members,
+        registry: &store.batch(),
+        log: &log,
+        applied_index: applied,
+        snapshot: snapshot_info,
+    })?;
+    // The guards unwrapped the DEKs into their own keystore; the store reads ours.
+    for id in started.keystore.ids() {
+        if let Some(dek) = started.keystore.get(id) {
+            keystore.install(id, dek.purpose(), dek.expose_secret())?;
+        }
+    }
+    for p in Purpose::ALL {
+        let id = started.keystore.active_id(p);
+        if id != 0 {
+            keystore.set_active(p, id)?;
+        }
+    }
+    let applier = match (&kek, args.encryption_enabled) {
+        (Some(k), true) => {
+            Applier::unwired().with_kek(k.clone()).with_keystore(keystore.clone()).with_sidecar_dir(&sidecar_dir)?
+        }
+        _ => Applier::unwired(),
+    };
+    let shared = Shared::new(store.clone(), keystore, Arc::new(applier), me, &args.data_dir)?;
+    let sm = StateMachine::new(shared.clone())?;
+
+    let config = Config {
+        cluster_name: "sealkv".into(),
+        heartbeat_interval: 150,
+        election_timeout_min: 1000,
+        election_timeout_max: 2000,
+        install_snapshot_timeout: 60_000,
+        snapshot_policy: SnapshotPolicy::LogsSinceLast(args.snapshot_every),
+        max_in_snapshot_log_to_keep: args.keep_logs,
+        max_payload_entries: 512,
+        ..Default::default()
+    }
+    .validate()?;
+    let raft = Raft::new(me, Arc::new(config), NetworkFactory, log, sm).await?;
+    let coordinator = Arc::new(Coordinator::new(raft.clone(), shared.clone(), me));
+    let advertise = args.advertise.clone().unwrap_or_else(|| args.listen_grpc.to_string());
+    let app = Arc::new(App {
+        raft: raft.clone(),
+        shared: shared.clone(),
+        coordinator: coordinator.clone(),
+        me,
+        name: args.node_id.clone(),
+        addr: advertise,
+    });
+
+    let listener = tokio::net::TcpListener::bind(args.listen_grpc)
+        .await
+        .with_context(|| format!("cannot listen on --listen-grpc {}", args.listen_grpc))?;
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let server = {
+        let svc = NodeService::server(raft.clone(), app.clone());
+        let mut stop = stop_rx.clone();
+        tokio::spawn(async move {
+            tonic::transport::Server::builder()
+                .tcp_nodelay(true)
+                .add_service(svc)
+                .serve_with_incoming_shutdown(tokio_stream_from(listener), async move {
+                    let _ = stop.wait_for(|s| *s).await;
+                })
+                .await
+        })
+    };
+
+    if args.init && !raft.is_initialized().await? {
+        let initial = parse_members(&args.initial_members)?;
+        if !initial.contains_key(&me) {
+            bail!("--init: --initial-members must include this node ({})", args.node_id);
+        }
+        raft.initialize(initial).await?;
+        tracing::info!("initialized a new cluster");
+    }
+    if args.encrypt_from_birth && shared.cutover() == 0 {
+        coordinator.close("the cluster is switching encryption on (encrypted from birth); retry in a moment");
+        tokio::spawn(encrypt_from_birth(app.clone(), kek.clone()));
+    }
+    if !started.bumped.is_empty() {
+        coordinator.close("this node is registering its new writer epoch; retry in a moment");
+        let birth_pending = args.encrypt_from_birth && shared.cutover() == 0;
+        tokio::spawn(register_epochs(app.clone(), started.bumped.clone(), birth_pending));
+    }
+    tracing::info!(node = %args.node_id, grpc = %args.listen_grpc, encryption = args.encryption_enabled, "sealkv server started");
+
+    let halted = watch_halt(raft.clone(), shared.clone());
+    tokio::select! {
+        h = halted => {
+            let _ = stop_tx.send(true);
+            let _ = store.persist();
+            eprintln!("sealkv: {h}");
+            std::process::exit(3);
+        }
+        _ = shutdown_signal() => {
+            tracing::info!("shutting down");
+        }
+    }
+    let _ = stop_tx.send(true);
+    let _ = raft.shutdown().await;
+    let _ = server.await;
+    store.persist()?;
+    Ok(())
+}
+
+fn tokio_stream_from(
+    listener: tokio::net::TcpListener,
+) -> impl futures_core_stream::Stream<Item = std::io::Result<tokio::net::TcpStream>> {
+    futures_core_stream::unfold(listener, |l| async move {
+        let r = l.accept().await.map(|(s, _)| {
+            let _ = s.set_nodelay(true);
+            s
+        });
+        Some((r, l))
+    })
+}
+
+mod futures_core_stream {
+    pub use futures::stream::{Stream, unfold};
+}
+
+fn snapshot_header_info(path: &std::path::Path, last_index: u64) -> anyhow::Result<guards::SnapshotInfo> {
+    let f = std::fs::File::open(path).with_context(|| format!("cannot open snapshot {}", path.display()))?;
+    let r = sealkv_store::SnapshotReader::new(std::io::BufReader::new(f))?;
+    let cutover = r.header().encryption.as_ref().map(|e| e.raft_cutover_index).unwrap_or(0);
+    Ok(guards::SnapshotInfo { last_index, raft_cutover_index: cutover })
+}
+
+async fn shutdown_signal() {
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(_) => return std::future::pending().await,
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}
+
+/// Resolves with the halt line once the apply loop stopped.
+async fn watch_halt(raft: Raft, shared: Arc<Shared>) -> String {
+    let mut rx = raft.metrics();
+    loop {
+        if let Some(h) = shared.halted() {
+            return h.to_string();
+        }
+        if let Err(e) = &rx.borrow().running_state {
+            return format!("raft stopped: {e}");
+        }
+        if rx.changed().await.is_err() {
+            return shared.halted().map(|h| h.to_string()).unwrap_or_else(|| "raft stopped".into());
+        }
+    }
+}
+
+/// The node's application half: KV and admin calls.
+pub struct App {
+    raft: Raft,
+    shared: Arc<Shared>,
+    coordinator: Arc<Coordinator>,
+    me: u64,
+    name: String,
+    addr: String,
+}
+
+impl AppHandler for App {
+    fn call(&self, req: Vec<u8>) -> AppFuture<'_> {
+        Box::pin(async move {
+            let env: Envelope = codec::decode(&req)?;
+            let resp = match self.handle(env).await {
+                Ok(r) => r,
+                Err(e) => Response::Error(e),
+            };
+            codec::encode(&resp)
+        })
+    }
+}
+
+fn write_ops(ops: Vec<WriteOp>) -> Result<Vec<Op>, ApiError> {
+    if ops.is_empty() {
+        return Err(ApiError::new("InvalidArgument", "a write needs at least one op"));
+    }
+    let now = now_ms();
+    ops.into_iter()
+        .map(|op| match op {
+            WriteOp::Put { key, value, ttl_ms } => {
+                check_key(&key)?;
+                if value.len() > sealkv_store::MAX_VALUE_LEN {
+                    return Err(ApiError::new("InvalidArgument", "value over 512 MiB"));
+                }
+                let expire_at_ms = match ttl_ms {
+                    Some(0) => return Err(ApiError::new("InvalidArgument", "ttl must be positive")),
+                    Some(t) => now.saturating_add(t),
+                    None => 0,
+                };
+                Ok(Op::Put { key, value, expire_at_ms })
+            }
+            WriteOp::Delete { key } => {
+                check_key(&key)?;
+                Ok(Op::Delete { key })
+            }
+        })
+        .collect()
+}
+
+fn check_key(key: &[u8]) -> Result<(), ApiError> {
+    if key.len() > sealkv_store::key::MAX_USER_KEY_LEN {
+        return Err(ApiError::new(
+            "InvalidArgument",
+            format!("key longer than {} bytes", sealkv_store::key::MAX_USER_KEY_LEN),
+        ));
+    }
+    Ok(())
+}
+
+fn internal(e: impl std::fmt::Display) -> ApiError {
+    ApiError::new("Internal", e.to_string())
+}
+
+impl App {
+    async fn handle(&self, env: Envelope) -> Result<Response, ApiError> {
+        match env.request {
+            Request::LocalStatus => Ok(Response::Local(self.local_status())),
+            Request::ClusterStatus => self.cluster_status().await.map(Response::Cluster),
+            req => {
+                if let Some(leader) = self.coordinator.leader_elsewhere()? {
+                    if env.forwarded {
+                        return Err(ApiError::new(
+                            "NotLeader",
+                            format!("forwarded to a node that is not the leader; the leader is at {leader}"),
+                        ));
+                    }
+                    return api::call(&leader, req, true).await;
+                }
+                self.lead(req).await
+            }
+        }
+    }
+
+    async fn lead(&self, req: Request) -> Result<Response, ApiError> {
+        match req {
+            Request::Get { key } => {
+                self.coordinator.read_barrier().await?;
+                let v = self.shared.store.get(&key, u64::MAX, now_ms()).map_err(internal)?;
+                Ok(Response::Value(v))
+            }
+            Request::Scan { prefix, limit } => {
+                self.coordinator.read_barrier().await?;
+                let mut out = Vec::new();
+                for item in self.shared.store.scan(&KeyRange::Prefix(prefix), u64::MAX, now_ms(), Direction::Forward) {
+                    out.push(item.map_err(internal)?);
+                    if out.len() >= limit as usize {
+                        break;
+                    }
+                }
+                Ok(Response::Pairs(out))
+            }
+            Request::Write { ops } => {
+                let ts = self.coordinator.write(write_ops(ops)?).await?;
+                Ok(Response::Written { ts })
+            }
+            Request::Register { payload } => {
+                match EncryptionEntry::decode(&payload) {
+                    Ok(EncryptionEntry::Register(_)) => {}
+                    _ => {
+                        return Err(ApiError::new(
+                            "InvalidArgument",
+                            "only writer registrations may be proposed this way",
+                        ));
+                    }
+                }
+                self.coordinator.propose_internal(payload).await?;
+                Ok(Response::Ok)
+            }
+            Request::AddLearner { name, addr } => {
+                let id = full_node_id(&name);
+                self.raft.add_learner(id, Member { name, addr }, true).await.map_err(internal)?;
+                Ok(Response::Ok)
+            }
+            Request::Promote { name } => {
+                let id = full_node_id(&name);
+                self.raft
+                    .change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([id])), false)
+                    .await
+                    .map_err(internal)?;
+                Ok(Response::Ok)
+            }
+            Request::Remove { name } => {
+                let id = full_node_id(&name);
+                let m = self.raft.metrics().borrow().membership_config.clone();
+                let change = if m.membership().voter_ids().any(|v| v == id) {
+                    ChangeMembers::RemoveVoters(BTreeSet::from([id]))
+                } else {
+                    ChangeMembers::RemoveNodes(BTreeSet::from([id]))
+                };
+                self.raft.change_membership(change, false).await.map_err(internal)?;
+                Ok(Response::Ok)
+            }
+            Request::LocalStatus | Request::ClusterStatus => Err(internal("handled above")),
+        }
+    }
+
+    fn local_status(&self) -> MemberStatus {
+        let m = self.raft.metrics().borrow().clone();
+        let voter = m.membership_config.membership().voter_ids().any(|v| v == self.me);
+        let role = match m.state {
+            openraft::ServerState::Leader => "leader",
+            openraft::ServerState::Candidate => "candidate",
+            openraft::ServerState::Follower if voter => "follower",
+            openraft::ServerState::Follower | openraft::ServerState::Learner => "learner",
+            openraft::ServerState::Shutdown => "shutdown",
+        };
+        MemberStatus {
+            id: self.name.clone(),
+            role: role.into(),
+            address: self.addr.clone(),
+            applied_index: Some(m.last_applied.map(|l| l.index).unwrap_or(0)),
+            voter,
+            raft_cutover_index: Some(self.shared.cutover()),
+            storage_envelope: Some(self.shared.store.storage_envelope_since().is_some()),
+            halted: self.shared.halted().map(|h| h.to_string()),
+        }
+    }
+
+    async fn cluster_status(&self) -> Result<ClusterStatus, ApiError> {
+        let m = self.raft.metrics().borrow().clone();
+        let membership = m.membership_config.membership().clone();
+        let voters: BTreeSet<u64> = membership.voter_ids().collect();
+        let mut members = Vec::new();
+        let mut leader = None;
+        let nodes: Vec<(u64, Member)> = membership.nodes().map(|(id, n)| (*id, n.clone())).collect();
+        let probes = nodes.iter().map(|(id, n)| async move {
+            if *id == self.me {
+                return (*id, n.clone(), Some(self.local_status()));
+            }
+            let r = tokio::time::timeout(Duration::from_secs(2), api::call(&n.addr, Request::LocalStatus, true)).await;
+            match r {
+                Ok(Ok(Response::Local(s))) => (*id, n.clone(), Some(s)),
+                _ => (*id, n.clone(), None),
+            }
+        });
+        for (id, n, s) in futures::future::join_all(probes).await {
+            if Some(id) == m.current_leader {
+                leader = Some(n.name.clone());
+            }
+            members.push(s.unwrap_or(MemberStatus {
+                id: n.name.clone(),
+                role: "unreachable".into(),
+                address: n.addr.clone(),
+                applied_index: None,
+                voter: voters.contains(&id),
+                raft_cutover_index: None,
+                storage_envelope: None,
+                halted: None,
+            }));
+        }
+        members.sort_by(|a, b| a.id.cmp(&b.id));
+        Ok(ClusterStatus { leader, term: m.current_term, members })
+    }
+}
+
+/// The first leader of a cluster born encrypted proposes bootstrap (registering every member),
+/// enable-storage-envelope and enable-raft-envelope, then opens client intake. Followers just
+/// wait for the cutover to apply locally.
+async fn encrypt_from_birth(app: Arc<App>, kek: Option<Arc<dyn KekProvider>>) {
+    loop {
+        if app.shared.cutover() != 0 {
+            app.coordinator.reopen();
+            tracing::info!("encrypted from birth: storage and raft envelopes are on");
+            return;
+        }
+        if app.raft.metrics().borrow().current_leader == Some(app.me)
+            && let Some(kek) = &kek
+            && let Err(e) = birth_steps(&app, kek.as_ref()).await
+        {
+            tracing::warn!(error = %e, "encrypt-from-birth step failed; retrying");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+async fn birth_steps(app: &App, kek: &dyn KekProvider) -> Result<(), ApiError> {
+    let co = &app.coordinator;
+    let sc = app.shared.applier.sidecar();
+    if !sc.bootstrapped() {
+        let storage_id = cipher::random_key_id(&[]).map_err(internal)?;
+        let raft_id = cipher::random_key_id(&[storage_id]).map_err(internal)?;
+        let storage = cipher::generate_dek_bytes().map_err(internal)?;
+        let raft_key = cipher::generate_dek_bytes().map_err(internal)?;
+        let wrapped_storage =
+            kek.wrap(DekIdentity { purpose: Purpose::Storage, dek_id: storage_id }, &storage).map_err(internal)?;
+        let wrapped_raft =
+            kek.wrap(DekIdentity { purpose: Purpose::Raft, dek_id: raft_id }, &raft_key).map_err(internal)?;
+        let members: Vec<u64> =
+            app.raft.metrics().borrow().membership_config.membership().nodes().map(|(id, _)| *id).collect();
+        let mut registrations = Vec::new();
+        for id in members {
+            for dek_id in [storage_id, raft_id] {
+                registrations.push(Registration { dek_id, full_node_id: id, local_epoch: 0 });
+            }
+        }
+        let entry = EncryptionEntry::Bootstrap(Bootstrap {
+            storage_dek_id: storage_id,
+            wrapped_storage,
+            raft_dek_id: raft_id,
+            wrapped_raft,
+            registrations,
+        });
+        co.propose_internal(entry.encode().map_err(internal)?).await?;
+    }
+    let sc = app.shared.applier.sidecar();
+    if !sc.storage_envelope_active {
+        let dek_id = sc.active.storage;
+        let proposer = Registration { dek_id, full_node_id: app.me, local_epoch: sc.local_epoch(dek_id) };
+        let entry = EncryptionEntry::EnableStorageEnvelope { dek_id, proposer };
+        co.propose_internal(entry.encode().map_err(internal)?).await?;
+    }
+    let sc = app.shared.applier.sidecar();
+    if sc.raft_envelope_cutover_index == 0 {
+        let dek_id = sc.active.raft;
+        let proposer = Registration { dek_id, full_node_id: app.me, local_epoch: sc.local_epoch(dek_id) };
+        let entry = EncryptionEntry::EnableRaftEnvelope { dek_id, proposer };
+        co.propose_cutover(entry.encode().map_err(internal)?).await?;
+    }
+    Ok(())
+}
+
+/// Path (b) of spec 03 §3: a restarted node registers the epochs guard 8 bumped before it
+/// accepts client writes.
+async fn register_epochs(app: Arc<App>, bumped: Vec<(u32, u16)>, birth_pending: bool) {
+    for (dek_id, epoch) in bumped {
+        let payload =
+            match (EncryptionEntry::Register(Registration { dek_id, full_node_id: app.me, local_epoch: epoch }))
+                .encode()
+            {
+                Ok(p) => p,
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot encode writer registration");
+                    return;
+                }
+            };
+        loop {
+            let r = match app.coordinator.leader_elsewhere() {
+                Ok(None) => app.coordinator.propose_internal(payload.clone()).await.map(|_| Response::Ok),
+                Ok(Some(leader)) => api::call(&leader, Request::Register { payload: payload.clone() }, true).await,
+                Err(e) => Err(e),
+            };
+            match r {
+                Ok(Response::Ok) => break,
+                Ok(Response::Error(e)) | Err(e) => {
+                    tracing::debug!(error = %e, dek_id, "writer registration not committed yet; retrying");
+                }
+                Ok(_) => {}
+            }
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+        tracing::info!(dek_id, epoch, "registered writer epoch");
+    }
+    if !birth_pending {
+        app.coordinator.reopen();
+    }
+}
