@@ -316,6 +316,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         I::IntoIter: OptionalSend,
     {
         let entries: Vec<Entry> = entries.into_iter().collect();
+        sealkv_crypto::failpoint::hit("raft.apply.before_batch");
         let start = (self.last_applied, self.membership.clone(), self.last_ts);
         let shared = self.shared.clone();
         let mut batch = shared.store.batch();

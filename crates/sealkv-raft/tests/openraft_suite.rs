@@ -19,7 +19,7 @@ impl StoreBuilder<TypeConfig, LogStore, StateMachine, tempfile::TempDir> for Bui
         let keystore = Arc::new(Keystore::new());
         let store = Arc::new(
             Store::open(
-                &dir.path().join("store"),
+                dir.path().join("store"),
                 StoreOptions {
                     keystore: keystore.clone(),
                     encryption_enabled: false,

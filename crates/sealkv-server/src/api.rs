@@ -128,6 +128,9 @@ pub struct MemberStatus {
     pub storage_envelope: Option<bool>,
     /// Set when the member's apply loop halted.
     pub halted: Option<String>,
+    /// Whether this member's coordinator accepts client requests (false while encryption is
+    /// being switched on from birth or a restarted node registers its writer epoch).
+    pub serving: Option<bool>,
 }
 
 /// Cluster status.

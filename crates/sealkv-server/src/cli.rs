@@ -152,12 +152,20 @@ pub struct DebugArgs {
 
 #[derive(Debug, Subcommand)]
 enum DebugOp {
-    /// Flips one bit of the last payload byte of a Raft log entry (the node must be stopped).
+    /// Flips one bit of the last payload byte (the GCM tag, once wrapped) of the first Raft log
+    /// entry with a payload after index AFTER, and prints that entry's index. The node must be
+    /// stopped.
     FlipLogByte {
         #[arg(long)]
         data_dir: PathBuf,
         #[arg(long)]
-        index: u64,
+        after: u64,
+    },
+    /// Prints `surface key_id nonce_hex digest_hex` for every envelope on a stopped node's disk
+    /// (sealed store values and wrapped Raft log entries), for nonce-reuse audits.
+    Envelopes {
+        #[arg(long)]
+        data_dir: PathBuf,
     },
     /// Prints the applied index of a stopped node's store.
     Applied {
@@ -172,16 +180,34 @@ pub fn debug(a: DebugArgs) -> anyhow::Result<()> {
         Ok(sealkv_store::Store::open(dir.join("store"), sealkv_store::StoreOptions::default())?)
     };
     match a.op {
-        DebugOp::FlipLogByte { data_dir, index } => {
+        DebugOp::FlipLogByte { data_dir, after } => {
             let store = open(&data_dir)?;
             let log = sealkv_raft::log_store::LogStore::open(store.database())?;
-            let mut e = log.entry(index)?.with_context(|| format!("no log entry {index}"))?;
-            let openraft::EntryPayload::Normal(p) = &mut e.payload else { bail!("entry {index} carries no payload") };
-            let last = p.0.last_mut().with_context(|| format!("entry {index} has an empty payload"))?;
-            *last ^= 0x01;
+            let mut found = None;
+            log.scan(after, u64::MAX, &mut |e| {
+                if matches!(&e.payload, openraft::EntryPayload::Normal(p) if !p.0.is_empty()) {
+                    found = Some(e.clone());
+                }
+                found.is_none()
+            })?;
+            let mut e = found.with_context(|| format!("no log entry with a payload after index {after}"))?;
+            if let openraft::EntryPayload::Normal(p) = &mut e.payload
+                && let Some(last) = p.0.last_mut()
+            {
+                *last ^= 0x01;
+            }
             log.overwrite(&e)?;
             store.persist()?;
-            println!("flipped entry {index}");
+            println!("{}", e.log_id.index);
+        }
+        DebugOp::Envelopes { data_dir } => {
+            let store = open(&data_dir)?;
+            let sidecar = sealkv_crypto::sidecar::Sidecar::load(&sealkv_crypto::sidecar::Sidecar::dir(&data_dir))?;
+            let cutover = sidecar.map(|s| s.raft_envelope_cutover_index).unwrap_or(0);
+            let mut out = std::io::stdout().lock();
+            for (surface, key_id, nonce, digest) in crate::audit::envelopes(&store, cutover)? {
+                writeln!(out, "{surface} {key_id} {} {}", hex(&nonce), hex(&digest))?;
+            }
         }
         DebugOp::Applied { data_dir } => {
             let store = open(&data_dir)?;
@@ -189,4 +215,8 @@ pub fn debug(a: DebugArgs) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
 }

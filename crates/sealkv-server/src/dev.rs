@@ -115,8 +115,18 @@ pub async fn run(a: DevArgs) -> anyhow::Result<()> {
     }
     let ready = wait_ready(&grpc, !a.no_encryption);
     tokio::select! {
+        exited = first_exit(&mut children) => {
+            stop(&mut children).await;
+            bail!("node {exited} before the cluster was ready; see {}/nN.log", a.dir.display());
+        }
         r = ready => {
-            let leader = r?;
+            let leader = match r {
+                Ok(l) => l,
+                Err(e) => {
+                    stop(&mut children).await;
+                    return Err(e);
+                }
+            };
             println!(
                 "ready leader={leader} grpc={} encryption={} dir={}",
                 grpc.join(","),
@@ -190,6 +200,7 @@ async fn wait_ready(grpc: &[String], encrypted: bool) -> anyhow::Result<String> 
             && s.members.len() == grpc.len()
             && s.members.iter().all(|m| {
                 m.applied_index.is_some()
+                    && (Some(m.id.as_str()) != s.leader.as_deref() || m.serving == Some(true))
                     && (!encrypted || (m.raft_cutover_index.unwrap_or(0) != 0 && m.storage_envelope == Some(true)))
             })
         {

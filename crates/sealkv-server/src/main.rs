@@ -9,6 +9,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod api;
+mod audit;
 mod cli;
 mod coordinator;
 mod dev;

@@ -455,6 +455,7 @@ impl App {
             raft_cutover_index: Some(self.shared.cutover()),
             storage_envelope: Some(self.shared.store.storage_envelope_since().is_some()),
             halted: self.shared.halted().map(|h| h.to_string()),
+            serving: Some(self.coordinator.is_open()),
         }
     }
 
@@ -488,6 +489,7 @@ impl App {
                 raft_cutover_index: None,
                 storage_envelope: None,
                 halted: None,
+                serving: None,
             }));
         }
         members.sort_by(|a, b| a.id.cmp(&b.id));
