@@ -172,6 +172,11 @@ enum DebugOp {
         #[arg(long)]
         data_dir: PathBuf,
     },
+    /// Prints a stopped node's stored value counts as JSON (from value headers; needs no key).
+    Counts {
+        #[arg(long)]
+        data_dir: PathBuf,
+    },
 }
 
 /// Runs `sealkv debug`.
@@ -208,6 +213,13 @@ pub fn debug(a: DebugArgs) -> anyhow::Result<()> {
             for (surface, key_id, nonce, digest) in crate::audit::envelopes(&store, cutover)? {
                 writeln!(out, "{surface} {key_id} {} {}", hex(&nonce), hex(&digest))?;
             }
+        }
+        DebugOp::Counts { data_dir } => {
+            let c = open(&data_dir)?.value_counts()?;
+            let by_key: std::collections::BTreeMap<String, u64> =
+                c.by_key_id.iter().map(|(k, v)| (k.to_string(), *v)).collect();
+            let json = serde_json::json!({ "cleartext": c.cleartext, "tombstones": c.tombstones, "by_key_id": by_key });
+            println!("{json}");
         }
         DebugOp::Applied { data_dir } => {
             let store = open(&data_dir)?;

@@ -188,9 +188,10 @@ fn read_array<const N: usize>(r: &mut impl Read) -> Result<[u8; N], SnapshotErro
     Ok(b)
 }
 
-/// Reads exactly `len` bytes, allocating only as bytes actually arrive.
+/// Reads exactly `len` bytes. The first allocation is capped at 4 KiB and the vector grows only as
+/// bytes actually arrive, so a hostile length prefix costs at most twice the input.
 fn read_vec(r: &mut impl Read, len: u64) -> Result<Vec<u8>, SnapshotError> {
-    let mut v = Vec::with_capacity(len.min(64 << 10) as usize);
+    let mut v = Vec::with_capacity(len.min(4 << 10) as usize);
     r.take(len).read_to_end(&mut v)?;
     if v.len() as u64 != len {
         return Err(SnapshotError::Truncated);
