@@ -13,8 +13,7 @@ use common::*;
 fn run_dev(encrypted: bool) -> Vec<std::path::PathBuf> {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("dev");
-    let base = free_port();
-    let base = base - base % 16 + 1; // leave room for n2, n3 on base + 1, + 2
+    let base = free_ports(12); // gRPC on base..+2, Redis on base+4.., metrics on base+8..
     let mut cmd = Command::new(BIN);
     cmd.args(["dev", "--dir", &dir.display().to_string(), "--grpc-port", &base.to_string()]);
     cmd.args(["--redis-port", &(base + 4).to_string(), "--metrics-port", &(base + 8).to_string()]);
@@ -29,8 +28,12 @@ fn run_dev(encrypted: bool) -> Vec<std::path::PathBuf> {
     out.read_line(&mut line).unwrap();
     assert!(
         line.starts_with("ready"),
-        "expected a ready line, got {line:?}; stderr: {}",
-        std::fs::read_to_string(&errfile).unwrap_or_default()
+        "expected a ready line, got {line:?}; stderr: {}\nnode logs:\n{}",
+        std::fs::read_to_string(&errfile).unwrap_or_default(),
+        (1..=3)
+            .map(|i| tail(&std::fs::read_to_string(dir.join(format!("n{i}.log"))).unwrap_or_default(), 8))
+            .collect::<Vec<_>>()
+            .join("\n")
     );
     assert!(line.contains(if encrypted { "encryption=storage+raft" } else { "encryption=off" }), "{line}");
     let grpc = format!("127.0.0.1:{base}");

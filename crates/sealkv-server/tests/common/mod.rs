@@ -14,7 +14,21 @@ pub const BIN: &str = env!("CARGO_BIN_EXE_sealkv");
 
 /// A free loopback port (bound and released; good enough on a test machine).
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    free_ports(1)
+}
+
+/// The first of `n` consecutive free loopback ports, below the kernel's ephemeral range
+/// (32768+) so that no outgoing connection takes one of them between the check and the bind.
+pub fn free_ports(n: u16) -> u16 {
+    let mut seed = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos()
+        ^ std::process::id().rotate_left(16);
+    loop {
+        seed = seed.wrapping_mul(1_103_515_245).wrapping_add(12_345);
+        let base = 20_000 + (seed >> 8) as u16 % 12_000;
+        if (0..n).all(|i| std::net::TcpListener::bind(("127.0.0.1", base + i)).is_ok()) {
+            return base;
+        }
+    }
 }
 
 pub fn sealkv(args: &[&str]) -> Output {
