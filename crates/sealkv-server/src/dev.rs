@@ -135,13 +135,13 @@ pub async fn run(a: DevArgs) -> anyhow::Result<()> {
             );
             std::io::stdout().flush()?;
         }
-        _ = signal() => {
+        _ = crate::node::shutdown_signal() => {
             stop(&mut children).await;
             bail!("interrupted before the cluster was ready");
         }
     }
     tokio::select! {
-        _ = signal() => {}
+        _ = crate::node::shutdown_signal() => {}
         exited = first_exit(&mut children) => {
             eprintln!("sealkv dev: a node exited ({exited}); stopping the others; see {}/nN.log", a.dir.display());
         }
@@ -159,17 +159,6 @@ async fn first_exit(children: &mut [Child]) -> String {
             }
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
-
-async fn signal() {
-    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-        Ok(s) => s,
-        Err(_) => return std::future::pending().await,
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
     }
 }
 

@@ -262,7 +262,8 @@ fn snapshot_header_info(path: &std::path::Path, last_index: u64) -> anyhow::Resu
     Ok(guards::SnapshotInfo { last_index, raft_cutover_index: cutover })
 }
 
-async fn shutdown_signal() {
+/// Resolves on SIGINT or SIGTERM.
+pub async fn shutdown_signal() {
     let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
         Ok(s) => s,
         Err(_) => return std::future::pending().await,

@@ -45,18 +45,7 @@ fn writes_survive_leader_kill_and_followers_catch_up() {
 
     // The old leader restarts as a follower and catches up from the log.
     c.spawn(old, &[]);
-    let target = c.status(new).unwrap()["members"].as_array().unwrap().iter().find(|m| m["role"] == "leader").unwrap()
-        ["applied_index"]
-        .as_u64()
-        .unwrap();
-    let name = c.nodes[old].name.clone();
-    c.wait_status(new, "the restarted node to catch up", |s| {
-        s["members"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .any(|m| m["id"] == name.as_str() && m["applied_index"].as_u64().unwrap_or(0) >= target)
-    });
+    c.wait_caught_up(new, old);
     for (k, v) in &acked {
         assert_eq!(c.get_retry(old, k).as_deref(), Some(v.as_str()));
     }

@@ -24,22 +24,7 @@ fn follower_behind_purged_log_catches_up_by_snapshot() {
     }
     let start = c.log_text(lagger).len();
     c.spawn(lagger, &[]);
-    let target = c.status(leader).unwrap()["members"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|m| m["role"] == "leader")
-        .unwrap()["applied_index"]
-        .as_u64()
-        .unwrap();
-    let name = c.nodes[lagger].name.clone();
-    c.wait_status(leader, "the lagging node to catch up", |s| {
-        s["members"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .any(|m| m["id"] == name.as_str() && m["applied_index"].as_u64().unwrap_or(0) >= target)
-    });
+    c.wait_caught_up(leader, lagger);
     let text = c.log_text(lagger)[start..].to_string();
     assert!(text.contains("installed snapshot"), "the lagging node should have caught up by snapshot:\n{text}");
 

@@ -208,6 +208,23 @@ impl Cluster {
         self.nodes.iter().position(|n| n.name == name).unwrap()
     }
 
+    /// Waits until node `node` has applied everything the leader `leader` had applied when called.
+    pub fn wait_caught_up(&self, leader: usize, node: usize) {
+        let target =
+            self.status(leader).unwrap()["members"].as_array().unwrap().iter().find(|m| m["role"] == "leader").unwrap()
+                ["applied_index"]
+                .as_u64()
+                .unwrap();
+        let name = self.nodes[node].name.clone();
+        self.wait_status(leader, "a node to catch up", |s| {
+            s["members"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|m| m["id"] == name.as_str() && m["applied_index"].as_u64().unwrap_or(0) >= target)
+        });
+    }
+
     /// A put through node `i`; true when acknowledged.
     pub fn put(&self, i: usize, key: &str, value: &str) -> bool {
         sealkv(&["kv", "--endpoint", &self.nodes[i].grpc, "put", key, value]).status.success()
