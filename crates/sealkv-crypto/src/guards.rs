@@ -151,6 +151,13 @@ pub fn kek_required(encryption_enabled: bool, kek_configured: bool) -> Result<()
 /// active ids.
 pub fn unwrap_all(sc: &Sidecar, kek: &dyn KekProvider) -> Result<Keystore, GuardError> {
     let ks = Keystore::new();
+    unwrap_into(sc, kek, &ks)?;
+    Ok(ks)
+}
+
+/// Guard 3, installing into `ks`: the keystore the node's store and applier already share, so
+/// the unwrapped DEKs are never copied between keystores.
+pub fn unwrap_into(sc: &Sidecar, kek: &dyn KekProvider, ks: &Keystore) -> Result<(), GuardError> {
     for (id, k) in sc.keys.iter().filter(|(_, k)| !k.retired) {
         let bytes = kek.unwrap(DekIdentity { purpose: k.purpose, dek_id: *id }, &k.wrapped).map_err(|e| {
             GuardError::KekMismatch { kek: kek.describe(), dek_id: *id, purpose: k.purpose, reason: e.to_string() }
@@ -173,7 +180,7 @@ pub fn unwrap_all(sc: &Sidecar, kek: &dyn KekProvider) -> Result<Keystore, Guard
             })?;
         }
     }
-    Ok(ks)
+    Ok(())
 }
 
 /// Guard 4 (warns above 0xFF00).
@@ -344,6 +351,8 @@ pub struct StartupInputs<'a> {
     pub applied_index: u64,
     /// The latest local snapshot.
     pub snapshot: Option<SnapshotInfo>,
+    /// Where guard 3 installs the unwrapped DEKs (the keystore the node will run with).
+    pub keystore: Arc<Keystore>,
 }
 
 /// What a node that passed the guards starts with.
@@ -362,10 +371,11 @@ pub fn run(inputs: StartupInputs<'_>) -> Result<Started, GuardError> {
     kek_required(inputs.encryption_enabled, inputs.kek.is_some())?;
     let Some(kek) = inputs.kek.as_deref().filter(|_| inputs.encryption_enabled) else {
         members_distinct(inputs.members)?;
-        return Ok(Started { sidecar: None, keystore: Arc::new(Keystore::new()), bumped: Vec::new() });
+        return Ok(Started { sidecar: None, keystore: inputs.keystore, bumped: Vec::new() });
     };
     let mut sc = Sidecar::load(inputs.sidecar_dir)?.unwrap_or_default();
-    let keystore = unwrap_all(&sc, kek)?;
+    let keystore = inputs.keystore;
+    unwrap_into(&sc, kek, &keystore)?;
     epochs_not_exhausted(&sc)?;
     filesystem_durable(inputs.sidecar_dir)?;
     members_distinct(inputs.members)?;
@@ -373,5 +383,5 @@ pub fn run(inputs: StartupInputs<'_>) -> Result<Started, GuardError> {
     let bumped = bump_epochs(&mut sc, inputs.sidecar_dir)?;
     sidecar_not_behind(&sc, &keystore, inputs.log, inputs.applied_index)?;
     snapshot_cutover_agrees(&sc, inputs.snapshot)?;
-    Ok(Started { sidecar: Some(sc), keystore: Arc::new(keystore), bumped })
+    Ok(Started { sidecar: Some(sc), keystore, bumped })
 }

@@ -15,7 +15,7 @@
 
 pub mod applier;
 pub mod cipher;
-mod codec;
+pub mod codec;
 pub mod envelope;
 pub mod failpoint;
 pub mod guards;

@@ -102,6 +102,7 @@ impl Fixture {
             log,
             applied_index: applied,
             snapshot: snap,
+            keystore: Arc::new(Keystore::new()),
         })
     }
 }

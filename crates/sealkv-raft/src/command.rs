@@ -12,6 +12,8 @@
 //! is checked against the bytes that remain before anything is allocated, and trailing bytes are
 //! an error, so decoding is total.
 
+use sealkv_crypto::codec::Reader;
+use sealkv_crypto::wire::WireError;
 use thiserror::Error;
 
 /// Opcode of a single write.
@@ -57,18 +59,9 @@ pub struct Command {
 /// Why a payload is not a KV command.
 #[derive(Debug, Error, PartialEq, Eq)]
 pub enum CommandError {
-    /// Ended early.
-    #[error("kv command truncated at byte {at}")]
-    Truncated {
-        /// Offset.
-        at: usize,
-    },
-    /// Bytes after the last op.
-    #[error("kv command has {extra} trailing bytes")]
-    Trailing {
-        /// How many.
-        extra: usize,
-    },
+    /// Ended early, or bytes after the last op.
+    #[error("kv command: {0}")]
+    Wire(#[from] WireError),
     /// Not 0x00 or 0x01.
     #[error("not a kv command (opcode {0:#04x})")]
     Opcode(u8),
@@ -112,20 +105,20 @@ impl Command {
 
     /// Decodes a 0x00 or 0x01 payload.
     pub fn decode(payload: &[u8]) -> Result<Command, CommandError> {
-        let mut r = Reader { buf: payload, at: 0 };
-        let opcode = r.u8()?;
-        let version = r.u8()?;
+        let mut r = Reader::new(payload);
+        let opcode = r.u8("kv opcode")?;
+        let version = r.u8("kv version")?;
         if opcode != OP_SINGLE && opcode != OP_BATCH {
             return Err(CommandError::Opcode(opcode));
         }
         if version != VERSION {
             return Err(CommandError::Version(version));
         }
-        let ts = r.u64()?;
+        let ts = r.u64("kv ts")?;
         let count = if opcode == OP_SINGLE {
             1
         } else {
-            let c = r.u32()?;
+            let c = r.u32("kv count")?;
             // Every op is at least 5 bytes, so a count the rest cannot hold is refused before
             // the vector is sized from it.
             if c == 0 || c > MAX_BATCH || c as usize > r.remaining() / 5 {
@@ -135,11 +128,9 @@ impl Command {
         };
         let mut ops = Vec::with_capacity(count);
         for _ in 0..count {
-            ops.push(r.op()?);
+            ops.push(read_op(&mut r)?);
         }
-        if r.remaining() != 0 {
-            return Err(CommandError::Trailing { extra: r.remaining() });
-        }
+        r.finish()?;
         Ok(Command { ts, ops })
     }
 }
@@ -178,57 +169,21 @@ fn put_bytes(out: &mut Vec<u8>, b: &[u8]) {
     out.extend_from_slice(b);
 }
 
-struct Reader<'a> {
-    buf: &'a [u8],
-    at: usize,
+fn read_bytes(r: &mut Reader<'_>, what: &'static str) -> Result<Vec<u8>, CommandError> {
+    let len = r.u32(what)? as usize;
+    Ok(r.take(len, what)?.to_vec())
 }
 
-impl<'a> Reader<'a> {
-    fn remaining(&self) -> usize {
-        self.buf.len() - self.at
-    }
-
-    fn take(&mut self, n: usize) -> Result<&'a [u8], CommandError> {
-        let end =
-            self.at.checked_add(n).filter(|e| *e <= self.buf.len()).ok_or(CommandError::Truncated { at: self.at })?;
-        let s = self.buf.get(self.at..end).ok_or(CommandError::Truncated { at: self.at })?;
-        self.at = end;
-        Ok(s)
-    }
-
-    fn array<const N: usize>(&mut self) -> Result<[u8; N], CommandError> {
-        let at = self.at;
-        self.take(N)?.try_into().map_err(|_| CommandError::Truncated { at })
-    }
-
-    fn u8(&mut self) -> Result<u8, CommandError> {
-        Ok(self.array::<1>()?[0])
-    }
-
-    fn u32(&mut self) -> Result<u32, CommandError> {
-        Ok(u32::from_be_bytes(self.array()?))
-    }
-
-    fn u64(&mut self) -> Result<u64, CommandError> {
-        Ok(u64::from_be_bytes(self.array()?))
-    }
-
-    fn bytes(&mut self) -> Result<Vec<u8>, CommandError> {
-        let len = self.u32()? as usize;
-        Ok(self.take(len)?.to_vec())
-    }
-
-    fn op(&mut self) -> Result<Op, CommandError> {
-        match self.u8()? {
-            TAG_PUT => {
-                let key = self.bytes()?;
-                let expire_at_ms = self.u64()?;
-                let value = self.bytes()?;
-                Ok(Op::Put { key, value, expire_at_ms })
-            }
-            TAG_DELETE => Ok(Op::Delete { key: self.bytes()? }),
-            t => Err(CommandError::OpTag(t)),
+fn read_op(r: &mut Reader<'_>) -> Result<Op, CommandError> {
+    match r.u8("kv op tag")? {
+        TAG_PUT => {
+            let key = read_bytes(r, "kv key")?;
+            let expire_at_ms = r.u64("kv expire_at_ms")?;
+            let value = read_bytes(r, "kv value")?;
+            Ok(Op::Put { key, value, expire_at_ms })
         }
+        TAG_DELETE => Ok(Op::Delete { key: read_bytes(r, "kv key")? }),
+        t => Err(CommandError::OpTag(t)),
     }
 }
 
@@ -275,7 +230,7 @@ mod tests {
         s.extend_from_slice(&1u64.to_be_bytes());
         s.push(0x01);
         s.extend_from_slice(&u32::MAX.to_be_bytes());
-        assert!(matches!(Command::decode(&s), Err(CommandError::Truncated { .. })));
+        assert!(matches!(Command::decode(&s), Err(CommandError::Wire(WireError::Truncated { what: "kv key" }))));
         assert_eq!(Command::decode(&[0x00, 0x02]), Err(CommandError::Version(2)));
         assert_eq!(Command::decode(&[0x02, 0x01]), Err(CommandError::Opcode(2)));
     }

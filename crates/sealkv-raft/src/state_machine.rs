@@ -90,6 +90,12 @@ impl Shared {
     ) -> std::io::Result<Arc<Self>> {
         let snapshot_dir = data_dir.join("snapshots");
         std::fs::create_dir_all(&snapshot_dir)?;
+        // Builds and receives interrupted by a crash leave `.tmp` files; none is in use yet.
+        for e in std::fs::read_dir(&snapshot_dir)?.flatten() {
+            if e.file_name().to_string_lossy().ends_with(".tmp") {
+                std::fs::remove_file(e.path())?;
+            }
+        }
         let s = Arc::new(Shared {
             store,
             keystore,
@@ -171,13 +177,18 @@ fn decode_position(a: &Applied) -> Result<Position, StorageError> {
     codec::decode(&a.log_id).map_err(|s| sm_err(format!("applied position: {}", s.message())))
 }
 
+/// The last applied log id and membership recorded in `store` (none for a new store).
+pub fn applied_position(store: &Store) -> Result<(Option<LogId>, StoredMembership), StorageError> {
+    match store.applied().map_err(sm_err)? {
+        Some(a) => decode_position(&a),
+        None => Ok((None, StoredMembership::default())),
+    }
+}
+
 impl StateMachine {
     /// Opens the state machine over the shared half.
     pub fn new(shared: Arc<Shared>) -> Result<Self, StorageError> {
-        let (last_applied, membership) = match shared.store.applied().map_err(sm_err)? {
-            Some(a) => decode_position(&a)?,
-            None => (None, StoredMembership::default()),
-        };
+        let (last_applied, membership) = applied_position(&shared.store)?;
         let last_ts = shared.store.max_committed_ts();
         Ok(StateMachine { shared, last_applied, membership, last_ts })
     }
@@ -400,7 +411,9 @@ fn unique() -> String {
 const CURRENT: &str = "current.meta";
 
 /// Makes `data` the current snapshot with `meta`: the data file is renamed next to the pointer,
-/// then the pointer file is replaced atomically, then older data files are removed.
+/// then the pointer file is replaced atomically, then older data files are removed. `.tmp` files
+/// are left alone here: a snapshot may be building or arriving concurrently in one of them
+/// (stale ones from a crash are removed when the node starts, see [`Shared::new`]).
 fn save_current(dir: &Path, meta: &SnapshotMeta<u64, Member>, data: &Path) -> Result<(), StorageError> {
     let name = format!("snap-{}.data", meta.snapshot_id);
     let target = dir.join(&name);
@@ -415,7 +428,7 @@ fn save_current(dir: &Path, meta: &SnapshotMeta<u64, Member>, data: &Path) -> Re
     std::fs::File::open(dir).and_then(|f| f.sync_all()).map_err(snap_err)?;
     for e in std::fs::read_dir(dir).map_err(snap_err)?.flatten() {
         let n = e.file_name().to_string_lossy().into_owned();
-        if n != name && n != CURRENT && (n.starts_with("snap-") || n.ends_with(".tmp")) {
+        if n != name && n.starts_with("snap-") {
             let _ = std::fs::remove_file(e.path());
         }
     }
@@ -448,17 +461,24 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
         let path = shared.snapshot_dir.join(format!("build-{id}.tmp"));
         let p = path.clone();
         let stats = tokio::task::spawn_blocking(move || -> Result<_, StorageError> {
-            let sc = shared.applier.sidecar();
-            let encryption = (sc.bootstrapped() || sc.raft_applied_index != 0).then(|| EncryptionSnapshot {
-                raft_cutover_index: sc.raft_envelope_cutover_index,
-                state: shared.applier.cluster_state().encode(),
-            });
-            let header = SnapshotHeader {
-                hlc_ceiling_ms: shared.store.hlc_ceiling().map_err(snap_err)?.unwrap_or(0),
-                encryption,
-            };
             let f = std::fs::File::create(&p).map_err(snap_err)?;
-            let stats = shared.store.write_snapshot(&f, &header).map_err(snap_err)?;
+            let stats = shared
+                .store
+                .write_snapshot_with(&f, |applied| {
+                    // Read after the store's consistent view: the applier writes the sidecar before
+                    // the apply batch commits, so this state holds every DEK a value in the view
+                    // was sealed under (a superset is harmless). A cutover the view has not
+                    // reached yet is left out of the header; the follower applies that entry.
+                    let sc = shared.applier.sidecar();
+                    let upto = applied.map_or(0, |a| a.index);
+                    let cut = sc.raft_envelope_cutover_index;
+                    let encryption = (sc.bootstrapped() || sc.raft_applied_index != 0).then(|| EncryptionSnapshot {
+                        raft_cutover_index: if cut <= upto { cut } else { 0 },
+                        state: shared.applier.cluster_state().encode(),
+                    });
+                    Ok(SnapshotHeader { hlc_ceiling_ms: shared.store.hlc_ceiling()?.unwrap_or(0), encryption })
+                })
+                .map_err(snap_err)?;
             f.sync_all().map_err(snap_err)?;
             Ok(stats)
         })

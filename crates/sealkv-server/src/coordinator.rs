@@ -92,7 +92,9 @@ impl Coordinator {
 
     /// The leader's gRPC address when it is another node; `None` when this node leads.
     pub fn leader_elsewhere(&self) -> Result<Option<String>, ApiError> {
-        let m = self.raft.metrics().borrow().clone();
+        // Borrow, not clone: this runs on every client request.
+        let rx = self.raft.metrics();
+        let m = rx.borrow();
         match m.current_leader {
             Some(l) if l == self.me => Ok(None),
             Some(l) => match m.membership_config.membership().get_node(&l) {

@@ -116,9 +116,10 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
     let members: Vec<(String, u64)> = {
         let mut m: Vec<(String, u64)> =
             parse_members(&args.initial_members)?.into_iter().map(|(id, n)| (n.name, id)).collect();
-        if let Some(s) = &snapshot {
-            m.extend(s.meta.last_membership.membership().nodes().map(|(id, n)| (n.name.clone(), *id)));
-        }
+        // Guard 6 checks every member this node knows of: the applied membership (the
+        // snapshot's, when the store was installed from one) and the initial members.
+        let (_, applied_membership) = sealkv_raft::state_machine::applied_position(&store)?;
+        m.extend(applied_membership.membership().nodes().map(|(id, n)| (n.name.clone(), *id)));
         m.sort();
         m.dedup();
         m
@@ -137,19 +138,8 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
         log: &log,
         applied_index: applied,
         snapshot: snapshot_info,
+        keystore: keystore.clone(),
     })?;
-    // The guards unwrapped the DEKs into their own keystore; the store reads ours.
-    for id in started.keystore.ids() {
-        if let Some(dek) = started.keystore.get(id) {
-            keystore.install(id, dek.purpose(), dek.expose_secret())?;
-        }
-    }
-    for p in Purpose::ALL {
-        let id = started.keystore.active_id(p);
-        if id != 0 {
-            keystore.set_active(p, id)?;
-        }
-    }
     let applier = match (&kek, args.encryption_enabled) {
         (Some(k), true) => {
             Applier::unwired().with_kek(k.clone()).with_keystore(keystore.clone()).with_sidecar_dir(&sidecar_dir)?

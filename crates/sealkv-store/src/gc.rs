@@ -3,6 +3,9 @@
 use std::collections::BTreeMap;
 
 use fjall::{Readable, Slice};
+use sealkv_crypto::Purpose;
+use sealkv_crypto::cipher::TAG_LEN;
+use sealkv_crypto::envelope::Header;
 
 use crate::error::StoreError;
 use crate::seal::{Protection, integrity_error, protection, split_stored_key};
@@ -31,6 +34,9 @@ pub struct ValueCounts {
     /// Sealed values per DEK id.
     pub by_key_id: BTreeMap<u32, u64>,
 }
+
+/// `(key_id, nonce, tag)` of one sealed stored version.
+pub type SealedVersion = (u32, [u8; 12], Vec<u8>);
 
 impl Store {
     /// Drops every version that no read at a timestamp ≥ `horizon_ts` (and a clock ≥ `now_ms`) can
@@ -78,15 +84,39 @@ impl Store {
     /// metric). Headers only; nothing is decrypted.
     pub fn value_counts(&self) -> Result<ValueCounts, StoreError> {
         let mut counts = ValueCounts::default();
+        self.each_version(|p, _| match p {
+            Protection::Tombstone => counts.tombstones += 1,
+            Protection::Cleartext => counts.cleartext += 1,
+            Protection::Sealed { key_id } => *counts.by_key_id.entry(key_id).or_default() += 1,
+        })?;
+        Ok(counts)
+    }
+
+    /// `(key_id, nonce, tag)` of every sealed stored version, for nonce-reuse audits: two entries
+    /// with the same key id and nonce but different tags would be a reused nonce. Headers only.
+    pub fn envelopes(&self) -> Result<Vec<SealedVersion>, StoreError> {
+        let mut out = Vec::new();
+        self.each_version(|p, body| {
+            if let Protection::Sealed { .. } = p
+                && let Ok(h) = Header::parse(body, Purpose::Storage)
+            {
+                let tag = body.get(body.len().saturating_sub(TAG_LEN)..).unwrap_or_default();
+                out.push((h.key_id, h.nonce, tag.to_vec()));
+            }
+        })?;
+        Ok(out)
+    }
+
+    /// Visits every stored version of one consistent view with its protection and body; a
+    /// malformed key or header is an integrity error.
+    fn each_version(&self, mut visit: impl FnMut(Protection, &[u8])) -> Result<(), StoreError> {
         for guard in self.db.snapshot().iter(&self.data) {
             let (mvcc_key, stored) = guard.into_inner()?;
             let (_, ts) = split_stored_key(&mvcc_key)?;
-            match protection(&stored).map_err(|e| integrity_error(&mvcc_key, ts, e))? {
-                Protection::Tombstone => counts.tombstones += 1,
-                Protection::Cleartext => counts.cleartext += 1,
-                Protection::Sealed { key_id } => *counts.by_key_id.entry(key_id).or_default() += 1,
-            }
+            let p = protection(&stored).map_err(|e| integrity_error(&mvcc_key, ts, e))?;
+            let body = stored.get(crate::value::HEADER_LEN..).unwrap_or_default();
+            visit(p, body);
         }
-        Ok(counts)
+        Ok(())
     }
 }

@@ -27,7 +27,7 @@ pub mod value;
 pub use batch::{ApplyBatch, Durability};
 pub use compress::DecompressError;
 pub use error::{IntegrityReason, StoreError};
-pub use gc::{GcReport, ValueCounts};
+pub use gc::{GcReport, SealedVersion, ValueCounts};
 pub use key::KeyRange;
 pub use meta::{Applied, MAX_LOG_ID_LEN, RewriteTarget};
 pub use rewrite::{RewriteOptions, RewriteProgress};

@@ -367,9 +367,23 @@ impl<R: Read> SnapshotReader<R> {
 }
 
 impl Store {
-    /// Streams a consistent snapshot of the store to `w`.
+    /// Streams a consistent snapshot of the store to `w` with a fixed header.
     pub fn write_snapshot(&self, w: impl Write, header: &SnapshotHeader) -> Result<SnapshotStats, StoreError> {
+        self.write_snapshot_with(w, |_| Ok(header.clone()))
+    }
+
+    /// Streams a consistent snapshot of the store to `w`. The header is built by `header` AFTER
+    /// the consistent view is taken and is told the applied position of that view, so state that
+    /// only ever runs ahead of the store (the sidecar is written before the apply batch commits)
+    /// is read late enough to cover every value in the body.
+    pub fn write_snapshot_with(
+        &self,
+        w: impl Write,
+        header: impl FnOnce(Option<&Applied>) -> Result<SnapshotHeader, StoreError>,
+    ) -> Result<SnapshotStats, StoreError> {
         let snap = self.db.snapshot();
+        let applied = snap.get(&self.meta, meta::APPLIED)?.map(|v| Applied::decode(&v)).transpose()?;
+        let header = header(applied.as_ref())?;
         let mut w = Crc { inner: BufWriter::with_capacity(256 << 10, w), hasher: crc32fast::Hasher::new(), bytes: 0 };
         let io = |e: io::Error| StoreError::Snapshot(e.into());
         w.write_all(&header.encode()?).map_err(io)?;
@@ -388,12 +402,8 @@ impl Store {
             w.write_all(&v).map_err(io)?;
             records += 1;
         }
-        let mut applied = None;
         for name in meta::REPLICATED {
             if let Some(v) = snap.get(&self.meta, name)? {
-                if name == meta::APPLIED {
-                    applied = Some(Applied::decode(&v)?);
-                }
                 w.write_all(&[REC_META, name.len() as u8]).map_err(io)?;
                 w.write_all(name).map_err(io)?;
                 write_len_prefixed(&mut w, &v)?;

@@ -226,3 +226,31 @@ fn a_crash_mid_install_leaves_an_empty_store_after_reopen() {
     store.install_snapshot(std::fs::File::open(&stream_path).unwrap()).unwrap();
     assert_eq!(everything(&store, u64::MAX), everything(&src, u64::MAX));
 }
+
+/// The header of `write_snapshot_with` is built after the consistent view is taken and sees that
+/// view's applied position: a write that lands while the header is built is in neither the body
+/// nor the position, and header state read in the closure is at least as new as the body.
+#[test]
+fn header_is_built_after_the_view_and_sees_its_applied_position() {
+    let dir = tempfile::tempdir().unwrap();
+    let keys = keystore();
+    let store = open(&dir.path().join("s"), &keys, false);
+    put(&store, 1, b"a", 10, b"one", 0);
+    let mut seen = None;
+    let mut stream = Vec::new();
+    store
+        .write_snapshot_with(&mut stream, |applied| {
+            seen = applied.map(|a| a.index);
+            // A concurrent apply after the view was taken.
+            put(&store, 2, b"b", 20, b"two", 0);
+            Ok(SnapshotHeader { hlc_ceiling_ms: 7, encryption: None })
+        })
+        .unwrap();
+    assert_eq!(seen, Some(1), "the closure must see the view's applied index, not the live one");
+    let other = tempfile::tempdir().unwrap();
+    let copy = open(&other.path().join("s"), &keys, false);
+    let h = copy.install_snapshot(&stream[..]).unwrap();
+    assert_eq!(h.hlc_ceiling_ms, 7);
+    assert_eq!(copy.applied().unwrap().map(|a| a.index), Some(1));
+    assert_eq!(everything(&copy, u64::MAX), vec![(b"a".to_vec(), b"one".to_vec())]);
+}
