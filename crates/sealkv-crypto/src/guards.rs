@@ -264,6 +264,51 @@ pub fn bump_epochs(sc: &mut Sidecar, sidecar_dir: &Path) -> Result<Vec<(u32, u16
     Ok(bumped)
 }
 
+/// The epoch fence at restart (spec 03 §3): raises each active DEK's local_epoch above the
+/// cluster's `last_seen` for this node, so a data dir restored from an old backup never replays
+/// under an epoch the cluster has seen. Guard 8 already bumped past the local registry copy; this
+/// covers registrations the local copy has not applied yet. `cluster` holds the highest row per
+/// key that the peers reported. Returns the `(DEK, epoch)` pairs it raised; the sidecar is
+/// durable before it returns.
+pub fn epoch_fence(
+    sc: &mut Sidecar,
+    sidecar_dir: &Path,
+    full_node_id: u64,
+    cluster: &BTreeMap<RowKey, crate::registry::Row>,
+) -> Result<Vec<(u32, u16)>, GuardError> {
+    let mut raised = Vec::new();
+    for purpose in Purpose::ALL {
+        let id = sc.active.get(purpose);
+        if id == 0 {
+            continue;
+        }
+        let Some(row) = cluster.get(&RowKey { dek_id: id, node16: node16(full_node_id) }) else { continue };
+        if row.full_node_id != full_node_id {
+            return Err(GuardError::LocalEpochRollback {
+                detail: format!(
+                    "the cluster's registry row for {purpose} DEK {id} and this node's nonce id belongs to \
+                     node {:#018x}, not this node ({full_node_id:#018x})",
+                    row.full_node_id
+                ),
+            });
+        }
+        let Some(k) = sc.keys.get_mut(&id) else { continue };
+        if k.local_epoch > u32::from(row.last_seen_epoch) {
+            continue;
+        }
+        let next = u32::from(row.last_seen_epoch) + 1;
+        if next >= u32::from(EPOCH_EXHAUSTED) {
+            return Err(GuardError::LocalEpochExhausted { dek_id: id, purpose });
+        }
+        k.local_epoch = next;
+        raised.push((id, u16::try_from(next).unwrap_or(EPOCH_EXHAUSTED)));
+    }
+    if !raised.is_empty() {
+        sc.store(sidecar_dir)?;
+    }
+    Ok(raised)
+}
+
 /// Reads committed FSM payloads of the local log (Blank and membership entries are skipped by
 /// the implementation).
 pub trait LogScanner {

@@ -224,6 +224,47 @@ fn guard7_registry_rollback_and_foreign_row() {
     assert!(err.to_string().contains("belongs to node"));
 }
 
+/// The restart epoch fence: a data dir restored from an old backup (its local registry copy and
+/// sidecar both behind the cluster) passes guards 7–8, and the fence lifts each active DEK's
+/// epoch above what the cluster saw, durably; a foreign row refuses; equal-or-above is untouched.
+#[test]
+fn epoch_fence_lifts_epochs_above_the_clusters_rows() {
+    let f = Fixture::new();
+    let started = f.run(Some(f.kek.clone()), true, &members(), &empty_log(), 12, None).unwrap();
+    let mut sc = started.sidecar.unwrap();
+    assert_eq!(sc.local_epoch(S1), 1);
+    let me16 = node16(f.me);
+    let mut cluster = BTreeMap::new();
+    cluster.insert(
+        RowKey { dek_id: S1, node16: me16 },
+        Row { full_node_id: f.me, first_seen_epoch: 0, last_seen_epoch: 7 },
+    );
+    cluster.insert(
+        RowKey { dek_id: R1, node16: me16 },
+        Row { full_node_id: f.me, first_seen_epoch: 0, last_seen_epoch: 0 },
+    );
+    let raised = guards::epoch_fence(&mut sc, &f.sdir(), f.me, &cluster).unwrap();
+    assert_eq!(raised, vec![(S1, 8)], "only the DEK the cluster saw at or above the local epoch moves");
+    assert_eq!(f.sidecar().local_epoch(S1), 8, "the raise is durable");
+    assert_eq!(f.sidecar().local_epoch(R1), 1, "an epoch already above the cluster's row stays");
+    // Idempotent: the cluster has not seen 8 yet.
+    assert!(guards::epoch_fence(&mut sc, &f.sdir(), f.me, &cluster).unwrap().is_empty());
+    // The cluster's row for this nonce id belongs to someone else.
+    cluster.insert(
+        RowKey { dek_id: R1, node16: me16 },
+        Row { full_node_id: f.me ^ 0xFFFF_0000, first_seen_epoch: 0, last_seen_epoch: 0 },
+    );
+    let err = guards::epoch_fence(&mut sc, &f.sdir(), f.me, &cluster).unwrap_err();
+    assert!(matches!(err, GuardError::LocalEpochRollback { .. }), "{err}");
+    // An exhausted epoch refuses rather than wrapping around.
+    cluster.insert(
+        RowKey { dek_id: R1, node16: me16 },
+        Row { full_node_id: f.me, first_seen_epoch: 0, last_seen_epoch: 0xFFFE },
+    );
+    let err = guards::epoch_fence(&mut sc, &f.sdir(), f.me, &cluster).unwrap_err();
+    assert!(matches!(err, GuardError::LocalEpochExhausted { .. }), "{err}");
+}
+
 #[test]
 fn guard9_sidecar_behind_log() {
     let f = Fixture::new();

@@ -4,9 +4,13 @@
 //! `sealkv_raft::codec`). A node that is not the leader forwards writes and linearizable reads
 //! to the leader once (`forwarded` stops loops) and returns the leader's answer.
 
+use std::collections::HashMap;
+use std::sync::{Mutex, OnceLock};
+
 use sealkv_raft::codec;
 use sealkv_raft::network::{channel, client};
 use serde::{Deserialize, Serialize};
+use tonic::transport::Channel;
 
 /// A call.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -83,6 +87,94 @@ pub enum Request {
         /// The encoded 0x03 entry.
         payload: Vec<u8>,
     },
+    /// Generates a new DEK for `purpose` (`storage` or `raft`) on the leader, wraps it under the
+    /// KEK and proposes rotate-dek (spec 03 §2).
+    RotateDek {
+        /// `storage` or `raft`.
+        purpose: String,
+    },
+    /// Every member's encryption state, gathered by the answering node.
+    EncryptionStatus,
+    /// This node's encryption state alone.
+    LocalEncryption,
+    /// The leader's writer-registry rows for one node (the epoch fence of spec 03 §3).
+    RegistryRows {
+        /// The asking node's full id.
+        full_node_id: u64,
+    },
+    /// What this node can do (membership path (d) of spec 03 §3). Answered locally.
+    Capability,
+}
+
+/// One writer-registry row, as the epoch fence and status see it.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+pub struct RegistryRow {
+    /// The DEK.
+    pub dek_id: u32,
+    /// The nonce node id (low 16 bits of the full id).
+    pub node16: u16,
+    /// The full node id that owns the slot.
+    pub full_node_id: u64,
+    /// First registered epoch.
+    pub first_seen_epoch: u16,
+    /// Highest registered epoch.
+    pub last_seen_epoch: u16,
+}
+
+/// One DEK as a node's sidecar records it (never key bytes; not even wrapped ones).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct DekStatus {
+    /// Key id.
+    pub id: u32,
+    /// `storage` or `raft`.
+    pub purpose: String,
+    /// Whether it is the active key of its purpose.
+    pub active: bool,
+    /// Retired keys are kept only as records.
+    pub retired: bool,
+    /// This node's writer epoch for it.
+    pub local_epoch: u32,
+}
+
+/// One node's encryption state.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct NodeEncryption {
+    /// `--node-id`.
+    pub id: String,
+    /// Whether the node runs with `--encryption-enabled` and a KEK.
+    pub enabled: bool,
+    /// Active storage DEK id (0: none).
+    pub active_storage: u32,
+    /// Active raft DEK id (0: none).
+    pub active_raft: u32,
+    /// Whether the storage envelope is on.
+    pub storage_envelope: bool,
+    /// Raft envelope cutover index (0: off).
+    pub raft_cutover_index: u64,
+    /// The sidecar's last applied encryption entry index.
+    pub sidecar_applied_index: u64,
+    /// Every DEK the sidecar records.
+    pub keys: Vec<DekStatus>,
+}
+
+/// `admin encryption status`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct EncryptionStatus {
+    /// Each member's state (`None` fields mean unreachable, see `unreachable`).
+    pub nodes: Vec<NodeEncryption>,
+    /// Members that did not answer.
+    pub unreachable: Vec<String>,
+    /// The replicated writer registry as the answering node applied it.
+    pub registry: Vec<RegistryRow>,
+}
+
+/// What a node reports about itself before it is added to a cluster.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Capability {
+    /// FNV-1a 64 of its `--node-id`.
+    pub full_node_id: u64,
+    /// Started with `--encryption-enabled` and a loaded KEK.
+    pub encryption_capable: bool,
 }
 
 /// What went wrong, as a kind scripts can match and a message people can act on.
@@ -162,14 +254,43 @@ pub enum Response {
     Local(MemberStatus),
     /// Done.
     Ok,
+    /// A rotate-dek entry was applied.
+    Rotated {
+        /// `storage` or `raft`.
+        purpose: String,
+        /// The new active DEK id.
+        dek_id: u32,
+    },
+    /// Encryption status of the cluster.
+    Encryption(EncryptionStatus),
+    /// One node's encryption state.
+    LocalEncryption(NodeEncryption),
+    /// Registry rows.
+    Rows(Vec<RegistryRow>),
+    /// A capability report.
+    Capability(Capability),
     /// Failed.
     Error(ApiError),
+}
+
+/// One HTTP/2 channel per address for the life of the process: forwarded requests and load
+/// generators multiplex over it instead of opening a connection per call. A channel reconnects
+/// by itself after its peer restarts.
+fn pooled(addr: &str) -> Result<Channel, tonic::transport::Error> {
+    static POOL: OnceLock<Mutex<HashMap<String, Channel>>> = OnceLock::new();
+    let mut pool = POOL.get_or_init(Default::default).lock().unwrap_or_else(|p| p.into_inner());
+    if let Some(ch) = pool.get(addr) {
+        return Ok(ch.clone());
+    }
+    let ch = channel(addr)?;
+    pool.insert(addr.to_owned(), ch.clone());
+    Ok(ch)
 }
 
 /// Sends `request` to the node at `addr` and returns its response.
 pub async fn call(addr: &str, request: Request, forwarded: bool) -> Result<Response, ApiError> {
     let unavailable = |e: String| ApiError::new("Unavailable", format!("cannot reach {addr}: {e}"));
-    let ch = channel(addr).map_err(|e| unavailable(e.to_string()))?;
+    let ch = pooled(addr).map_err(|e| unavailable(e.to_string()))?;
     let mut c = client(ch);
     let bytes = codec::encode(&Envelope { forwarded, request }).map_err(|s| ApiError::new("Internal", s.message()))?;
     let mut req = tonic::Request::new(bytes);

@@ -58,6 +58,28 @@ enum AdminArea {
         #[command(subcommand)]
         op: ClusterOp,
     },
+    /// Encryption state and key rotation.
+    Encryption {
+        #[command(subcommand)]
+        op: EncryptionOp,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum EncryptionOp {
+    /// Every member's active DEKs, envelopes, cutover and epochs, plus the writer registry.
+    Status {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Makes a new DEK the active one for a purpose (old DEKs stay loaded to read old data).
+    RotateDek {
+        /// `storage` (store values) or `raft` (Raft payloads).
+        #[arg(long)]
+        purpose: String,
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -112,12 +134,17 @@ pub async fn kv(a: KvArgs) -> anyhow::Result<ExitCode> {
 
 /// Runs `sealkv admin`.
 pub async fn admin(a: AdminArgs) -> anyhow::Result<()> {
-    let AdminArea::Cluster { op } = a.area;
-    let (req, json) = match op {
-        ClusterOp::Status { json } => (Request::ClusterStatus, json),
-        ClusterOp::AddLearner { name, addr } => (Request::AddLearner { name, addr }, false),
-        ClusterOp::Promote { name } => (Request::Promote { name }, false),
-        ClusterOp::Remove { name } => (Request::Remove { name }, false),
+    let (req, json) = match a.area {
+        AdminArea::Cluster { op } => match op {
+            ClusterOp::Status { json } => (Request::ClusterStatus, json),
+            ClusterOp::AddLearner { name, addr } => (Request::AddLearner { name, addr }, false),
+            ClusterOp::Promote { name } => (Request::Promote { name }, false),
+            ClusterOp::Remove { name } => (Request::Remove { name }, false),
+        },
+        AdminArea::Encryption { op } => match op {
+            EncryptionOp::Status { json } => (Request::EncryptionStatus, json),
+            EncryptionOp::RotateDek { purpose, json } => (Request::RotateDek { purpose }, json),
+        },
     };
     match expect(api::call(&a.endpoint, req, false).await)? {
         Response::Cluster(s) if json => println!("{}", serde_json::to_string_pretty(&s)?),
@@ -137,10 +164,57 @@ pub async fn admin(a: AdminArgs) -> anyhow::Result<()> {
                 }
             }
         }
+        Response::Encryption(s) if json => println!("{}", serde_json::to_string_pretty(&s)?),
+        Response::Encryption(s) => print_encryption(&s),
+        Response::Rotated { purpose, dek_id } if json => {
+            println!("{}", serde_json::json!({ "purpose": purpose, "dek_id": dek_id }))
+        }
+        Response::Rotated { purpose, dek_id } => {
+            println!("rotated: {purpose} DEK {dek_id} is now active on every member that applied it");
+        }
         Response::Ok => println!("OK"),
         other => bail!("unexpected response {other:?}"),
     }
     Ok(())
+}
+
+fn print_encryption(s: &api::EncryptionStatus) {
+    println!(
+        "{:<10} {:>8} {:>12} {:>12} {:>8} {:>8} {:>8}",
+        "NODE", "ENABLED", "STORAGE DEK", "RAFT DEK", "SEALING", "CUTOVER", "SIDECAR"
+    );
+    for n in &s.nodes {
+        println!(
+            "{:<10} {:>8} {:>12} {:>12} {:>8} {:>8} {:>8}",
+            n.id,
+            if n.enabled { "yes" } else { "no" },
+            n.active_storage,
+            n.active_raft,
+            if n.storage_envelope { "yes" } else { "no" },
+            n.raft_cutover_index,
+            n.sidecar_applied_index
+        );
+        for k in &n.keys {
+            let state = if k.active {
+                "active"
+            } else if k.retired {
+                "retired"
+            } else {
+                "old"
+            };
+            println!("           {:<8} DEK {:>10}  {:<8} local_epoch {}", k.purpose, k.id, state, k.local_epoch);
+        }
+    }
+    for u in &s.unreachable {
+        println!("{u:<10} unreachable");
+    }
+    println!("writer registry ({} rows):", s.registry.len());
+    for r in &s.registry {
+        println!(
+            "  DEK {:>10}  node16 {:#06x}  node {:#018x}  epochs {}..={}",
+            r.dek_id, r.node16, r.full_node_id, r.first_seen_epoch, r.last_seen_epoch
+        );
+    }
 }
 
 /// `sealkv debug`: fault injection for tests.

@@ -40,13 +40,23 @@ pub struct Coordinator {
     /// proposal until it is applied here, so no entry above the cutover is ever proposed
     /// cleartext (spec 03 §1 quiescence barrier).
     intake: RwLock<()>,
-    /// Client writes wait for this (encrypted from birth: until both envelopes are on; restart:
-    /// until this node's writer registration committed).
+    /// Client requests are served only while no hold is set (encrypted from birth: until both
+    /// envelopes are on; restart: until this node's writer registrations committed). Each
+    /// reason holds and releases independently.
     open: AtomicBool,
-    closed_reason: std::sync::Mutex<String>,
+    holds: std::sync::Mutex<std::collections::BTreeMap<Hold, String>>,
     reads_started: AtomicU64,
     reads_done: AtomicU64,
     read_gate: Mutex<()>,
+}
+
+/// Why client intake is held.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Hold {
+    /// Encrypted from birth: bootstrap and both envelopes are not applied yet.
+    Birth,
+    /// This node's writer registrations (spec 03 §3 paths b and c) have not committed yet.
+    Registration,
 }
 
 impl Coordinator {
@@ -59,22 +69,25 @@ impl Coordinator {
             hlc: Mutex::new(Hlc { term: 0, last: 0, ceiling_ms: 0 }),
             intake: RwLock::new(()),
             open: AtomicBool::new(true),
-            closed_reason: std::sync::Mutex::new(String::new()),
+            holds: std::sync::Mutex::new(Default::default()),
             reads_started: AtomicU64::new(0),
             reads_done: AtomicU64::new(0),
             read_gate: Mutex::new(()),
         }
     }
 
-    /// Closes client intake with a reason (clients get `Unavailable` with it).
-    pub fn close(&self, reason: &str) {
-        *self.closed_reason.lock().unwrap_or_else(|p| p.into_inner()) = reason.to_owned();
+    /// Stops client intake for `hold` (clients get `Unavailable` with `reason`).
+    pub fn hold(&self, hold: Hold, reason: &str) {
+        let mut h = self.holds.lock().unwrap_or_else(|p| p.into_inner());
+        h.insert(hold, reason.to_owned());
         self.open.store(false, Ordering::Release);
     }
 
-    /// Reopens client intake.
-    pub fn reopen(&self) {
-        self.open.store(true, Ordering::Release);
+    /// Lifts one hold; intake reopens when none is left.
+    pub fn release(&self, hold: Hold) {
+        let mut h = self.holds.lock().unwrap_or_else(|p| p.into_inner());
+        h.remove(&hold);
+        self.open.store(h.is_empty(), Ordering::Release);
     }
 
     /// Whether client requests are served.
@@ -86,7 +99,8 @@ impl Coordinator {
         if self.is_open() {
             return Ok(());
         }
-        let why = self.closed_reason.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let h = self.holds.lock().unwrap_or_else(|p| p.into_inner());
+        let why = h.values().next().cloned().unwrap_or_else(|| "intake is reopening; retry".into());
         Err(ApiError::new("Unavailable", why))
     }
 

@@ -13,6 +13,7 @@ mod audit;
 mod cli;
 mod coordinator;
 mod dev;
+mod encryption;
 mod node;
 
 /// sealkv: a Raft-replicated MVCC key-value store whose persisted data is ciphertext.

@@ -11,9 +11,9 @@ use anyhow::{Context, bail};
 use openraft::{ChangeMembers, Config, SnapshotPolicy};
 use sealkv_crypto::applier::Applier;
 use sealkv_crypto::guards::{self, StartupInputs};
-use sealkv_crypto::kek::{DekIdentity, FileKek, KekProvider};
-use sealkv_crypto::wire::{Bootstrap, EncryptionEntry, Registration};
-use sealkv_crypto::{Keystore, Purpose, cipher, full_node_id};
+use sealkv_crypto::kek::{FileKek, KekProvider};
+use sealkv_crypto::wire::EncryptionEntry;
+use sealkv_crypto::{Keystore, full_node_id};
 use sealkv_raft::command::Op;
 use sealkv_raft::log_store::LogStore;
 use sealkv_raft::network::{AppFuture, AppHandler, NetworkFactory, NodeService};
@@ -21,7 +21,8 @@ use sealkv_raft::{Member, Raft, Shared, StateMachine, codec};
 use sealkv_store::{Direction, KeyRange, Store, StoreOptions};
 
 use crate::api::{self, ApiError, ClusterStatus, Envelope, MemberStatus, Request, Response, WriteOp};
-use crate::coordinator::{Coordinator, now_ms};
+use crate::coordinator::{Coordinator, Hold, now_ms};
+use crate::encryption;
 
 /// Everything `sealkv server` is told on its command line.
 #[derive(Debug, Clone, clap::Args)]
@@ -113,16 +114,25 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
     let applied = store.applied()?.map(|a| a.index).unwrap_or(0);
     let snapshot_dir = args.data_dir.join("snapshots");
     let snapshot = sealkv_raft::state_machine::current(&snapshot_dir).ok().flatten();
-    let members: Vec<(String, u64)> = {
-        let mut m: Vec<(String, u64)> =
-            parse_members(&args.initial_members)?.into_iter().map(|(id, n)| (n.name, id)).collect();
-        // Guard 6 checks every member this node knows of: the applied membership (the
-        // snapshot's, when the store was installed from one) and the initial members.
+    // Guard 6 and the epoch fence look at every member this node knows of: the applied
+    // membership (the snapshot's, when the store was installed from one) and the initial members.
+    let known: Vec<(u64, Member)> = {
         let (_, applied_membership) = sealkv_raft::state_machine::applied_position(&store)?;
-        m.extend(applied_membership.membership().nodes().map(|(id, n)| (n.name.clone(), *id)));
+        let mut m: Vec<(u64, Member)> = parse_members(&args.initial_members)?.into_iter().collect();
+        m.extend(applied_membership.membership().nodes().map(|(id, n)| (*id, n.clone())));
+        m
+    };
+    let members: Vec<(String, u64)> = {
+        let mut m: Vec<(String, u64)> = known.iter().map(|(id, n)| (n.name.clone(), *id)).collect();
         m.sort();
         m.dedup();
         m
+    };
+    let peers: Vec<String> = {
+        let mut p: Vec<String> = known.iter().filter(|(id, _)| *id != me).map(|(_, n)| n.addr.clone()).collect();
+        p.sort();
+        p.dedup();
+        p
     };
     let snapshot_info = match &snapshot {
         Some(s) => Some(snapshot_header_info(&s.snapshot.path, s.meta.last_log_id.map(|l| l.index).unwrap_or(0))?),
@@ -140,6 +150,9 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
         snapshot: snapshot_info,
         keystore: keystore.clone(),
     })?;
+    if let Some(sc) = started.sidecar.clone().as_mut() {
+        encryption::fence(sc, &sidecar_dir, me, &peers).await?;
+    }
     let applier = match (&kek, args.encryption_enabled) {
         (Some(k), true) => {
             Applier::unwired().with_kek(k.clone()).with_keystore(keystore.clone()).with_sidecar_dir(&sidecar_dir)?
@@ -171,6 +184,7 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
         me,
         name: args.node_id.clone(),
         addr: advertise,
+        kek: kek.clone().filter(|_| args.encryption_enabled),
     });
 
     let listener = tokio::net::TcpListener::bind(args.listen_grpc)
@@ -200,13 +214,15 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
         tracing::info!("initialized a new cluster");
     }
     if args.encrypt_from_birth && shared.cutover() == 0 {
-        coordinator.close("the cluster is switching encryption on (encrypted from birth); retry in a moment");
-        tokio::spawn(encrypt_from_birth(app.clone(), kek.clone()));
+        coordinator
+            .hold(Hold::Birth, "the cluster is switching encryption on (encrypted from birth); retry in a moment");
+        tokio::spawn(encryption::encrypt_from_birth(app.clone()));
     }
-    if !started.bumped.is_empty() {
-        coordinator.close("this node is registering its new writer epoch; retry in a moment");
-        let birth_pending = args.encrypt_from_birth && shared.cutover() == 0;
-        tokio::spawn(register_epochs(app.clone(), started.bumped.clone(), birth_pending));
+    if args.encryption_enabled {
+        if started.sidecar.as_ref().is_some_and(|s| s.bootstrapped()) {
+            coordinator.hold(Hold::Registration, "this node is registering its new writer epochs; retry in a moment");
+        }
+        tokio::spawn(encryption::registrar(app.clone()));
     }
     tracing::info!(node = %args.node_id, grpc = %args.listen_grpc, encryption = args.encryption_enabled, "sealkv server started");
 
@@ -282,12 +298,14 @@ async fn watch_halt(raft: Raft, shared: Arc<Shared>) -> String {
 
 /// The node's application half: KV and admin calls.
 pub struct App {
-    raft: Raft,
-    shared: Arc<Shared>,
-    coordinator: Arc<Coordinator>,
-    me: u64,
-    name: String,
-    addr: String,
+    pub(crate) raft: Raft,
+    pub(crate) shared: Arc<Shared>,
+    pub(crate) coordinator: Arc<Coordinator>,
+    pub(crate) me: u64,
+    pub(crate) name: String,
+    pub(crate) addr: String,
+    /// The KEK, when the node runs with `--encryption-enabled` (otherwise `None`).
+    pub(crate) kek: Option<Arc<dyn KekProvider>>,
 }
 
 impl AppHandler for App {
@@ -340,7 +358,7 @@ fn check_key(key: &[u8]) -> Result<(), ApiError> {
     Ok(())
 }
 
-fn internal(e: impl std::fmt::Display) -> ApiError {
+pub(crate) fn internal(e: impl std::fmt::Display) -> ApiError {
     ApiError::new("Internal", e.to_string())
 }
 
@@ -349,6 +367,13 @@ impl App {
         match env.request {
             Request::LocalStatus => Ok(Response::Local(self.local_status())),
             Request::ClusterStatus => self.cluster_status().await.map(Response::Cluster),
+            Request::LocalEncryption => Ok(Response::LocalEncryption(encryption::local_state(self))),
+            Request::EncryptionStatus => self.encryption_status().await.map(Response::Encryption),
+            Request::Capability => Ok(Response::Capability(encryption::capability(self))),
+            // Answered from this node's applied registry: the fence asks every peer and keeps
+            // the highest row, so no leader is needed (a restarting node may be the one missing
+            // for a quorum).
+            Request::RegistryRows { full_node_id } => encryption::rows_for(self, full_node_id).map(Response::Rows),
             req => {
                 if let Some(leader) = self.coordinator.leader_elsewhere()? {
                     if env.forwarded {
@@ -399,13 +424,26 @@ impl App {
                 self.coordinator.propose_internal(payload).await?;
                 Ok(Response::Ok)
             }
+            Request::RotateDek { purpose } => encryption::rotate(self, &purpose).await,
             Request::AddLearner { name, addr } => {
                 let id = full_node_id(&name);
+                encryption::admit(self, id, &addr).await?;
                 self.raft.add_learner(id, Member { name, addr }, true).await.map_err(internal)?;
                 Ok(Response::Ok)
             }
             Request::Promote { name } => {
                 let id = full_node_id(&name);
+                let addr =
+                    self.raft.metrics().borrow().membership_config.membership().get_node(&id).map(|n| n.addr.clone());
+                let Some(addr) = addr else {
+                    return Err(ApiError::new(
+                        "InvalidArgument",
+                        format!(
+                            "{name} is not a member; add it first with `sealkv admin cluster add-learner {name} HOST:PORT`"
+                        ),
+                    ));
+                };
+                encryption::admit(self, id, &addr).await?;
                 self.raft
                     .change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([id])), false)
                     .await
@@ -423,7 +461,12 @@ impl App {
                 self.raft.change_membership(change, false).await.map_err(internal)?;
                 Ok(Response::Ok)
             }
-            Request::LocalStatus | Request::ClusterStatus => Err(internal("handled above")),
+            Request::LocalStatus
+            | Request::ClusterStatus
+            | Request::LocalEncryption
+            | Request::EncryptionStatus
+            | Request::Capability
+            | Request::RegistryRows { .. } => Err(internal("answered without the leader")),
         }
     }
 
@@ -450,24 +493,65 @@ impl App {
         }
     }
 
-    async fn cluster_status(&self) -> Result<ClusterStatus, ApiError> {
-        let m = self.raft.metrics().borrow().clone();
-        let membership = m.membership_config.membership().clone();
-        let voters: BTreeSet<u64> = membership.voter_ids().collect();
-        let mut members = Vec::new();
-        let mut leader = None;
+    /// Asks every member (this one answers itself through `local`) with a 2 s limit each.
+    async fn probe_members<T>(
+        &self,
+        req: Request,
+        local: impl Fn(&App) -> T,
+        pick: impl Fn(Response) -> Option<T>,
+    ) -> Vec<(u64, Member, Option<T>)> {
+        let membership = self.raft.metrics().borrow().membership_config.membership().clone();
         let nodes: Vec<(u64, Member)> = membership.nodes().map(|(id, n)| (*id, n.clone())).collect();
-        let probes = nodes.iter().map(|(id, n)| async move {
-            if *id == self.me {
-                return (*id, n.clone(), Some(self.local_status()));
-            }
-            let r = tokio::time::timeout(Duration::from_secs(2), api::call(&n.addr, Request::LocalStatus, true)).await;
-            match r {
-                Ok(Ok(Response::Local(s))) => (*id, n.clone(), Some(s)),
-                _ => (*id, n.clone(), None),
+        let probes = nodes.into_iter().map(|(id, n)| {
+            let req = req.clone();
+            let (local, pick) = (&local, &pick);
+            async move {
+                if id == self.me {
+                    return (id, n, Some(local(self)));
+                }
+                let r = tokio::time::timeout(Duration::from_secs(2), api::call(&n.addr, req, true)).await;
+                let got = match r {
+                    Ok(Ok(resp)) => pick(resp),
+                    _ => None,
+                };
+                (id, n, got)
             }
         });
-        for (id, n, s) in futures::future::join_all(probes).await {
+        futures::future::join_all(probes).await
+    }
+
+    async fn encryption_status(&self) -> Result<api::EncryptionStatus, ApiError> {
+        let answers = self
+            .probe_members(Request::LocalEncryption, encryption::local_state, |r| match r {
+                Response::LocalEncryption(s) => Some(s),
+                _ => None,
+            })
+            .await;
+        let mut nodes = Vec::new();
+        let mut unreachable = Vec::new();
+        for (_, n, s) in answers {
+            match s {
+                Some(s) => nodes.push(s),
+                None => unreachable.push(n.name),
+            }
+        }
+        nodes.sort_by(|a, b| a.id.cmp(&b.id));
+        unreachable.sort();
+        Ok(api::EncryptionStatus { nodes, unreachable, registry: encryption::all_rows(self)? })
+    }
+
+    async fn cluster_status(&self) -> Result<ClusterStatus, ApiError> {
+        let m = self.raft.metrics().borrow().clone();
+        let voters: BTreeSet<u64> = m.membership_config.membership().voter_ids().collect();
+        let mut members = Vec::new();
+        let mut leader = None;
+        let answers = self
+            .probe_members(Request::LocalStatus, App::local_status, |r| match r {
+                Response::Local(s) => Some(s),
+                _ => None,
+            })
+            .await;
+        for (id, n, s) in answers {
             if Some(id) == m.current_leader {
                 leader = Some(n.name.clone());
             }
@@ -485,107 +569,5 @@ impl App {
         }
         members.sort_by(|a, b| a.id.cmp(&b.id));
         Ok(ClusterStatus { leader, term: m.current_term, members })
-    }
-}
-
-/// The first leader of a cluster born encrypted proposes bootstrap (registering every member),
-/// enable-storage-envelope and enable-raft-envelope, then opens client intake. Followers just
-/// wait for the cutover to apply locally.
-async fn encrypt_from_birth(app: Arc<App>, kek: Option<Arc<dyn KekProvider>>) {
-    loop {
-        if app.shared.cutover() != 0 {
-            app.coordinator.reopen();
-            tracing::info!("encrypted from birth: storage and raft envelopes are on");
-            return;
-        }
-        if app.raft.metrics().borrow().current_leader == Some(app.me)
-            && let Some(kek) = &kek
-            && let Err(e) = birth_steps(&app, kek.as_ref()).await
-        {
-            tracing::warn!(error = %e, "encrypt-from-birth step failed; retrying");
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
-
-async fn birth_steps(app: &App, kek: &dyn KekProvider) -> Result<(), ApiError> {
-    let co = &app.coordinator;
-    let sc = app.shared.applier.sidecar();
-    if !sc.bootstrapped() {
-        let storage_id = cipher::random_key_id(&[]).map_err(internal)?;
-        let raft_id = cipher::random_key_id(&[storage_id]).map_err(internal)?;
-        let storage = cipher::generate_dek_bytes().map_err(internal)?;
-        let raft_key = cipher::generate_dek_bytes().map_err(internal)?;
-        let wrapped_storage =
-            kek.wrap(DekIdentity { purpose: Purpose::Storage, dek_id: storage_id }, &storage).map_err(internal)?;
-        let wrapped_raft =
-            kek.wrap(DekIdentity { purpose: Purpose::Raft, dek_id: raft_id }, &raft_key).map_err(internal)?;
-        let members: Vec<u64> =
-            app.raft.metrics().borrow().membership_config.membership().nodes().map(|(id, _)| *id).collect();
-        let mut registrations = Vec::new();
-        for id in members {
-            for dek_id in [storage_id, raft_id] {
-                registrations.push(Registration { dek_id, full_node_id: id, local_epoch: 0 });
-            }
-        }
-        let entry = EncryptionEntry::Bootstrap(Bootstrap {
-            storage_dek_id: storage_id,
-            wrapped_storage,
-            raft_dek_id: raft_id,
-            wrapped_raft,
-            registrations,
-        });
-        co.propose_internal(entry.encode().map_err(internal)?).await?;
-    }
-    let sc = app.shared.applier.sidecar();
-    if !sc.storage_envelope_active {
-        let dek_id = sc.active.storage;
-        let proposer = Registration { dek_id, full_node_id: app.me, local_epoch: sc.local_epoch(dek_id) };
-        let entry = EncryptionEntry::EnableStorageEnvelope { dek_id, proposer };
-        co.propose_internal(entry.encode().map_err(internal)?).await?;
-    }
-    let sc = app.shared.applier.sidecar();
-    if sc.raft_envelope_cutover_index == 0 {
-        let dek_id = sc.active.raft;
-        let proposer = Registration { dek_id, full_node_id: app.me, local_epoch: sc.local_epoch(dek_id) };
-        let entry = EncryptionEntry::EnableRaftEnvelope { dek_id, proposer };
-        co.propose_cutover(entry.encode().map_err(internal)?).await?;
-    }
-    Ok(())
-}
-
-/// Path (b) of spec 03 §3: a restarted node registers the epochs guard 8 bumped before it
-/// accepts client writes.
-async fn register_epochs(app: Arc<App>, bumped: Vec<(u32, u16)>, birth_pending: bool) {
-    for (dek_id, epoch) in bumped {
-        let payload =
-            match (EncryptionEntry::Register(Registration { dek_id, full_node_id: app.me, local_epoch: epoch }))
-                .encode()
-            {
-                Ok(p) => p,
-                Err(e) => {
-                    tracing::error!(error = %e, "cannot encode writer registration");
-                    return;
-                }
-            };
-        loop {
-            let r = match app.coordinator.leader_elsewhere() {
-                Ok(None) => app.coordinator.propose_internal(payload.clone()).await.map(|_| Response::Ok),
-                Ok(Some(leader)) => api::call(&leader, Request::Register { payload: payload.clone() }, true).await,
-                Err(e) => Err(e),
-            };
-            match r {
-                Ok(Response::Ok) => break,
-                Ok(Response::Error(e)) | Err(e) => {
-                    tracing::debug!(error = %e, dek_id, "writer registration not committed yet; retrying");
-                }
-                Ok(_) => {}
-            }
-            tokio::time::sleep(Duration::from_millis(300)).await;
-        }
-        tracing::info!(dek_id, epoch, "registered writer epoch");
-    }
-    if !birth_pending {
-        app.coordinator.reopen();
     }
 }

@@ -44,3 +44,77 @@ fn follower_behind_purged_log_catches_up_by_snapshot() {
     assert_eq!(ids.len(), 1, "one storage DEK in this cluster: {n}");
     assert!(counts(&c.nodes[leader].dir)["by_key_id"].get(ids[0]).is_some(), "same DEK id on the leader");
 }
+
+fn active(status: &serde_json::Value, node: &str) -> (u64, u64) {
+    let n = status["nodes"].as_array().unwrap().iter().find(|n| n["id"] == node).unwrap_or_else(|| panic!("{status}"));
+    (n["active_storage"].as_u64().unwrap(), n["active_raft"].as_u64().unwrap())
+}
+
+/// Both DEKs are rotated while a follower is down and the log is purged past the rotations: the
+/// follower gets the new DEKs from the snapshot header (no manual step), reads values sealed
+/// under the old and the new storage DEK, unwraps entries wrapped under the new raft DEK, seals
+/// its own new values under the new storage DEK, and registers itself for the new DEKs.
+#[test]
+fn follower_catches_up_by_snapshot_across_a_key_rotation_it_never_saw() {
+    let mut c = Cluster::start(3, true, &["--snapshot-every", "40", "--keep-logs", "5"]);
+    let leader = c.leader(0);
+    let lagger = (0..3).find(|i| *i != leader).unwrap();
+    let other = (0..3).find(|i| *i != leader && *i != lagger).unwrap();
+    let lag_name = c.nodes[lagger].name.clone();
+    let (old_storage, old_raft) = active(&c.encryption(leader), &lag_name);
+    c.kill(lagger);
+    for k in 0..60 {
+        c.put_retry(&[leader, other], &format!("key{k:03}"), &format!("value-{k}"));
+    }
+    let rotated: serde_json::Value = serde_json::from_str(
+        &c.admin_retry(&[leader, other], &["encryption", "rotate-dek", "--purpose", "storage", "--json"]),
+    )
+    .unwrap();
+    let new_storage = rotated["dek_id"].as_u64().unwrap();
+    let rotated: serde_json::Value = serde_json::from_str(
+        &c.admin_retry(&[leader, other], &["encryption", "rotate-dek", "--purpose", "raft", "--json"]),
+    )
+    .unwrap();
+    let new_raft = rotated["dek_id"].as_u64().unwrap();
+    assert!(new_storage != old_storage && new_raft != old_raft);
+    for k in 60..120 {
+        c.put_retry(&[leader, other], &format!("key{k:03}"), &format!("value-{k}"));
+    }
+
+    let start = c.log_text(lagger).len();
+    c.spawn(lagger, &[]);
+    c.wait_caught_up(leader, lagger);
+    let text = c.log_text(lagger)[start..].to_string();
+    assert!(text.contains("installed snapshot"), "the lagging node should have caught up by snapshot:\n{text}");
+    assert_eq!(active(&c.encryption(lagger), &lag_name), (new_storage, new_raft), "new DEKs came with the snapshot");
+
+    // In a quorum with the leader alone it must unwrap new-raft-DEK entries and seal new values.
+    c.kill(other);
+    c.put_retry(&[leader, lagger], "after", "rotation");
+    assert_eq!(c.get_retry(lagger, "key010").as_deref(), Some("value-10"), "old storage DEK still reads");
+    assert_eq!(c.get_retry(lagger, "key100").as_deref(), Some("value-100"));
+    assert_eq!(c.get_retry(lagger, "after").as_deref(), Some("rotation"));
+
+    // Path (c): it registered itself for both new DEKs.
+    let me16 = sealkv_crypto::node16(sealkv_crypto::full_node_id(&lag_name)) as u64;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let s = c.encryption(leader);
+        let rows = s["registry"].as_array().unwrap().clone();
+        let has = |dek: u64| rows.iter().any(|r| r["dek_id"] == dek && r["node16"] == me16);
+        if has(new_storage) && has(new_raft) {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "the lagger never registered for the new DEKs: {s}");
+        std::thread::sleep(std::time::Duration::from_millis(300));
+    }
+
+    c.stop_all();
+    let n = counts(&c.nodes[lagger].dir);
+    assert_eq!(n["cleartext"], 0, "{n}");
+    let by = n["by_key_id"].as_object().unwrap();
+    assert!(by.get(&old_storage.to_string()).is_some_and(|v| v.as_u64().unwrap() >= 60), "old-DEK values kept: {n}");
+    assert!(by.get(&new_storage.to_string()).is_some_and(|v| v.as_u64().unwrap() >= 61), "new-DEK values: {n}");
+    let dirs: Vec<_> = c.nodes.iter().map(|n| n.dir.clone()).collect();
+    assert!(assert_no_nonce_reuse(&dirs) > 0);
+}

@@ -55,6 +55,10 @@ pub struct Cluster {
     pub kek: PathBuf,
     pub encrypted: bool,
     pub extra: Vec<String>,
+    /// Nodes started without encryption flags even in an encrypted cluster.
+    pub plain: BTreeSet<usize>,
+    /// Nodes added after the cluster started (no `--init`, not in the initial members).
+    pub joined: BTreeSet<usize>,
 }
 
 impl Cluster {
@@ -72,7 +76,15 @@ impl Cluster {
                 child: None,
             })
             .collect();
-        let mut c = Cluster { tmp, nodes, kek, encrypted, extra: extra.iter().map(|s| s.to_string()).collect() };
+        let mut c = Cluster {
+            tmp,
+            nodes,
+            kek,
+            encrypted,
+            extra: extra.iter().map(|s| s.to_string()).collect(),
+            plain: BTreeSet::new(),
+            joined: BTreeSet::new(),
+        };
         for i in 0..n {
             c.spawn(i, &[]);
         }
@@ -80,8 +92,76 @@ impl Cluster {
         c
     }
 
+    /// The initial members (nodes added later are not among them).
     pub fn members(&self) -> String {
-        self.nodes.iter().map(|n| format!("{}={}", n.name, n.grpc)).collect::<Vec<_>>().join(",")
+        self.nodes
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| !self.joined.contains(i))
+            .map(|(_, n)| format!("{}={}", n.name, n.grpc))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    /// Starts a new node that is not a member yet (encrypted like the cluster unless `plain`).
+    /// Returns its index; add it with `sealkv admin cluster add-learner`.
+    pub fn start_joiner(&mut self, name: &str, plain: bool) -> usize {
+        let i = self.nodes.len();
+        self.nodes.push(Node {
+            name: name.to_string(),
+            grpc: format!("127.0.0.1:{}", free_port()),
+            dir: self.tmp.path().join(name),
+            log: self.tmp.path().join(format!("{name}.log")),
+            child: None,
+        });
+        self.joined.insert(i);
+        if plain {
+            self.plain.insert(i);
+        }
+        self.spawn(i, &[]);
+        self.wait_up(i);
+        i
+    }
+
+    /// Waits until node `i` answers on its gRPC port.
+    pub fn wait_up(&self, i: usize) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while self.status(i).is_none() {
+            assert!(Instant::now() < deadline, "{} never came up; logs:\n{}", self.nodes[i].name, self.all_logs());
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    /// `sealkv admin --endpoint <node i> ARGS...`.
+    pub fn admin(&self, i: usize, args: &[&str]) -> Output {
+        let mut a = vec!["admin", "--endpoint", &self.nodes[i].grpc];
+        a.extend_from_slice(args);
+        sealkv(&a)
+    }
+
+    /// An admin command retried through the live nodes until it succeeds (elections); returns
+    /// its stdout.
+    pub fn admin_retry(&self, live: &[usize], args: &[&str]) -> String {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        for i in live.iter().cycle() {
+            let o = self.admin(*i, args);
+            if o.status.success() {
+                return String::from_utf8(o.stdout).unwrap();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "admin {args:?} kept failing: {}\nlogs:\n{}",
+                String::from_utf8_lossy(&o.stderr),
+                self.all_logs()
+            );
+            std::thread::sleep(Duration::from_millis(300));
+        }
+        unreachable!()
+    }
+
+    /// `admin encryption status --json` through node `i`.
+    pub fn encryption(&self, i: usize) -> serde_json::Value {
+        serde_json::from_str(&self.admin_retry(&[i], &["encryption", "status", "--json"])).unwrap()
     }
 
     /// The command line of node `i` (without env).
@@ -101,7 +181,7 @@ impl Cluster {
         if i == 0 {
             a.push("--init".into());
         }
-        if self.encrypted {
+        if self.encrypted && !self.plain.contains(&i) {
             a.extend([
                 "--encryption-enabled".into(),
                 "--kek-file".into(),
@@ -175,11 +255,18 @@ impl Cluster {
         }
     }
 
+    /// The last lines of every node's log, plus any panic line (which may be far above them).
     pub fn all_logs(&self) -> String {
-        (0..self.nodes.len()).map(|i| format!("--- n{} ---\n{}", i + 1, tail(&self.log_text(i), 40))).collect()
+        (0..self.nodes.len())
+            .map(|i| {
+                let text = self.log_text(i);
+                let panics: Vec<&str> = text.lines().filter(|l| l.contains("panicked")).collect();
+                format!("--- {} ---\n{}\n{}\n", self.nodes[i].name, panics.join("\n"), tail(&text, 40))
+            })
+            .collect()
     }
 
-    fn wait_ready(&self) {
+    pub fn wait_ready(&self) {
         let enc = self.encrypted;
         let n = self.nodes.len();
         self.wait_status(0, "a leader and encryption on", |s| {
