@@ -8,7 +8,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-mod api;
+pub(crate) use sealkv_server::api;
 mod audit;
 mod cli;
 mod coordinator;
