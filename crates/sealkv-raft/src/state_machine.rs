@@ -393,12 +393,21 @@ fn install(shared: &Shared, path: &Path, last_index: u64) -> Result<(), StorageE
     let store = &shared.store;
     store.wipe().map_err(snap_err)?;
     let file = std::fs::File::open(path).map_err(snap_err)?;
-    let header = store.install_snapshot(file).map_err(snap_err)?;
-    if let Some(enc) = header.encryption {
-        let state = ClusterState::decode(&enc.state).map_err(snap_err)?;
-        let view = store.batch();
-        shared.applier.install_cluster_state(&state, last_index, &view, shared.full_node_id).map_err(snap_err)?;
-    }
+    // The snapshot's key state goes into the sidecar and keystore before the install counts: a
+    // crash in between leaves a store that is wiped at the next open (and fetched again), never
+    // sealed values whose DEKs this node does not have. Reading the registry here sees the
+    // snapshot's rows, so DEKs new to this node get epochs above the cluster's record.
+    store
+        .install_snapshot_with(file, |header| {
+            let Some(enc) = &header.encryption else { return Ok(()) };
+            let state = ClusterState::decode(&enc.state).map_err(|e| e.to_string())?;
+            let view = store.batch();
+            shared
+                .applier
+                .install_cluster_state(&state, last_index, &view, shared.full_node_id)
+                .map_err(|e| e.to_string())
+        })
+        .map_err(snap_err)?;
     shared.rearm();
     Ok(())
 }

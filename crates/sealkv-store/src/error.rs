@@ -55,6 +55,10 @@ pub enum StoreError {
     /// A snapshot stream failed.
     #[error(transparent)]
     Snapshot(#[from] SnapshotError),
+    /// The last step of a snapshot install (the caller's, e.g. installing the snapshot's key
+    /// state) failed; the partial install was wiped.
+    #[error("snapshot install could not finish: {0}")]
+    InstallFinish(String),
     /// The operation needs an empty store.
     #[error("the store is not empty; a snapshot installs only into an empty store (call wipe first)")]
     NotEmpty,

@@ -422,12 +422,32 @@ impl Store {
     /// bounded batches under an install marker; on any error the partial store is wiped, and a
     /// crash mid-install is wiped at the next open.
     pub fn install_snapshot(&self, r: impl Read) -> Result<SnapshotHeader, StoreError> {
+        self.install_snapshot_with(r, |_| Ok(()))
+    }
+
+    /// [`Store::install_snapshot`] with a last step that must happen before the install counts:
+    /// `finish` runs once every record is durable (it may read the installed registry through
+    /// [`Store::batch`]) and while the install marker is still set, so a crash or an error in it
+    /// leaves a store that is wiped, never one that looks installed without what `finish` does
+    /// (the node's key state, for the state machine).
+    pub fn install_snapshot_with(
+        &self,
+        r: impl Read,
+        finish: impl FnOnce(&SnapshotHeader) -> Result<(), String>,
+    ) -> Result<SnapshotHeader, StoreError> {
         let _guard = self.maintenance.lock().unwrap_or_else(|p| p.into_inner());
         if !self.is_empty()? {
             return Err(StoreError::NotEmpty);
         }
         self.meta.insert(meta::INSTALLING, [])?;
-        let result = self.install_records(r);
+        let result = self.install_records(r).and_then(|header| {
+            sealkv_crypto::failpoint::hit("snapshot.install_before_finish");
+            finish(&header).map_err(StoreError::InstallFinish)?;
+            let mut b = self.db.batch();
+            b.remove(&self.meta, meta::INSTALLING);
+            b.durability(Some(fjall::PersistMode::SyncData)).commit()?;
+            Ok(header)
+        });
         if result.is_err()
             && let Err(e) = self.wipe()
         {
@@ -481,7 +501,7 @@ impl Store {
             batch.insert(&self.meta, name, v);
         }
         batch.insert(&self.meta, meta::HLC_CEILING, header.hlc_ceiling_ms.to_be_bytes());
-        batch.remove(&self.meta, meta::INSTALLING);
+        // The marker stays until the caller's finish step is done (see `install_snapshot_with`).
         batch.durability(Some(fjall::PersistMode::SyncData)).commit()?;
         self.crypto.set_since(since);
         self.max_ts.store(max_ts, Ordering::Release);

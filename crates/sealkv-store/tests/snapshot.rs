@@ -205,26 +205,56 @@ fn a_crash_mid_install_leaves_an_empty_store_after_reopen() {
     let work = tempfile::tempdir().unwrap();
     let stream_path = work.path().join("snap");
     src.write_snapshot(std::fs::File::create(&stream_path).unwrap(), &header(Kind::Cleartext)).unwrap();
-    let dst = work.path().join("dst");
-    let (mut child, mut lines) = spawn_child(
-        "install_child_or_inprocess",
-        &[
-            ("SEALKV_INSTALL_CHILD_DIR", dst.display().to_string()),
-            ("SEALKV_INSTALL_STREAM", stream_path.display().to_string()),
-            ("SEALKV_FAILPOINT", "snapshot.install_after_batch".into()),
-            ("SEALKV_FAILPOINT_ACTION", "pause".into()),
-        ],
-    );
-    wait_for(&mut lines, "failpoint-paused");
-    child.kill().unwrap();
-    child.wait().unwrap();
-    // The killed install had committed a batch of versions; reopening wipes them.
-    let store = open(&dst, &keys, true);
+    // After the first batch, and after every record is durable but before the caller's finish
+    // step (the node's key state) ran.
+    for (n, point) in ["snapshot.install_after_batch", "snapshot.install_before_finish"].into_iter().enumerate() {
+        let dst = work.path().join(format!("dst{n}"));
+        let (mut child, mut lines) = spawn_child(
+            "install_child_or_inprocess",
+            &[
+                ("SEALKV_INSTALL_CHILD_DIR", dst.display().to_string()),
+                ("SEALKV_INSTALL_STREAM", stream_path.display().to_string()),
+                ("SEALKV_FAILPOINT", point.into()),
+                ("SEALKV_FAILPOINT_ACTION", "pause".into()),
+            ],
+        );
+        wait_for(&mut lines, "failpoint-paused");
+        child.kill().unwrap();
+        child.wait().unwrap();
+        // The killed install had committed versions; reopening wipes them.
+        let store = open(&dst, &keys, true);
+        assert!(store.is_empty().unwrap(), "{point}");
+        assert_eq!(everything(&store, u64::MAX), vec![], "{point}");
+        assert_eq!(store.applied().unwrap(), None, "{point}: no applied position survives");
+        // And the same stream then installs completely.
+        store.install_snapshot(std::fs::File::open(&stream_path).unwrap()).unwrap();
+        assert_eq!(everything(&store, u64::MAX), everything(&src, u64::MAX));
+    }
+}
+
+/// The finish step of an install sees the installed registry rows and versions; when it fails,
+/// the store is wiped and says why.
+#[test]
+fn a_failed_install_finish_wipes_the_store() {
+    let keys = keystore();
+    let stream = small_encrypted_stream();
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path(), &keys, true);
+    let mut rows_seen = 0;
+    let err = store
+        .install_snapshot_with(stream.as_slice(), |h| {
+            rows_seen = sealkv_crypto::registry::RegistryStore::rows(&store.batch()).unwrap().len();
+            assert!(h.encryption.is_some());
+            Err("keystore refused".into())
+        })
+        .unwrap_err();
+    assert!(matches!(&err, StoreError::InstallFinish(m) if m == "keystore refused"), "{err}");
+    assert!(rows_seen > 0, "the finish step must see the snapshot's registry rows");
     assert!(store.is_empty().unwrap());
-    assert_eq!(everything(&store, u64::MAX), vec![]);
-    // And the same stream then installs completely.
-    store.install_snapshot(std::fs::File::open(&stream_path).unwrap()).unwrap();
-    assert_eq!(everything(&store, u64::MAX), everything(&src, u64::MAX));
+    assert_eq!(store.applied().unwrap(), None);
+    // A later install of the same stream succeeds.
+    store.install_snapshot(stream.as_slice()).unwrap();
+    assert!(!store.is_empty().unwrap());
 }
 
 /// The header of `write_snapshot_with` is built after the consistent view is taken and sees that
