@@ -169,12 +169,14 @@ pub struct EncryptionStatus {
 }
 
 /// What a node reports about itself before it is added to a cluster.
-#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Capability {
     /// FNV-1a 64 of its `--node-id`.
     pub full_node_id: u64,
     /// Started with `--encryption-enabled` and a loaded KEK.
     pub encryption_capable: bool,
+    /// `(DEK id, local epoch)` for every DEK its sidecar holds (empty for a fresh data dir).
+    pub epochs: Vec<(u32, u32)>,
 }
 
 /// What went wrong, as a kind scripts can match and a message people can act on.

@@ -70,7 +70,12 @@ pub fn local_state(app: &App) -> NodeEncryption {
 
 /// What this node tells a leader that is about to add it.
 pub fn capability(app: &App) -> Capability {
-    Capability { full_node_id: app.me, encryption_capable: app.kek.is_some() }
+    let sc = app.shared.applier.sidecar();
+    Capability {
+        full_node_id: app.me,
+        encryption_capable: app.kek.is_some(),
+        epochs: sc.keys.iter().map(|(id, k)| (*id, k.local_epoch)).collect(),
+    }
 }
 
 fn purpose_arg(s: &str) -> Result<Purpose, ApiError> {
@@ -161,9 +166,30 @@ pub async fn admit(app: &App, candidate: u64, addr: &str) -> Result<(), ApiError
         ));
     }
     let registry = app.shared.store.batch();
+    let member = app.raft.metrics().borrow().membership_config.membership().get_node(&candidate).is_some();
     for (dek_id, _) in sc.keys.iter().filter(|(_, k)| !k.retired) {
         let key = RowKey { dek_id: *dek_id, node16: node16(candidate) };
         match registry.get(key).map_err(internal)? {
+            // The node id was a member before and sealed under this DEK up to `last_seen`. A
+            // fresh data dir under the same id would start again at epoch 0 (it gets the DEK by
+            // replaying the bootstrap or rotation entry) and reuse those nonces; only the old
+            // data dir, whose sidecar is at or past that epoch (its guards and epoch fence keep
+            // it there), may come back under this id.
+            Some(row)
+                if row.full_node_id == candidate
+                    && !member
+                    && !cap.epochs.iter().any(|(id, e)| id == dek_id && *e >= u32::from(row.last_seen_epoch)) =>
+            {
+                return Err(ApiError::new(
+                    "PeerNotEncryptionRegistered",
+                    format!(
+                        "this --node-id was a member before and its nonce slots under DEK {dek_id} are used up to \
+                         epoch {}, but the node at {addr} does not hold that epoch (a fresh data dir would \
+                         reuse them); start the new node with another --node-id",
+                        row.last_seen_epoch
+                    ),
+                ));
+            }
             Some(row) if row.full_node_id != candidate => {
                 return Err(ApiError::new(
                     "PeerNotEncryptionRegistered",

@@ -75,6 +75,25 @@ fn encrypted_cluster_admits_capable_nodes_and_refuses_plain_ones() {
     let o = c.admin(leader, &["cluster", "add-learner", "n6", "127.0.0.1:1"]);
     assert!(String::from_utf8_lossy(&o.stderr).contains("PeerNotEncryptionCapable"));
 
+    // n4 leaves; a fresh data dir under the same --node-id would restart at epoch 0 under DEKs
+    // it already sealed with, so it is refused; its old data dir may come back.
+    c.admin_retry(&[leader], &["cluster", "remove", "n4"]);
+    c.kill(n4);
+    let kept = c.tmp.path().join("n4-kept");
+    std::fs::rename(&c.nodes[n4].dir, &kept).unwrap();
+    c.spawn(n4, &[]);
+    c.wait_up(n4);
+    let o = c.admin(leader, &["cluster", "add-learner", "n4", &addr]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("PeerNotEncryptionRegistered") && err.contains("another --node-id"), "{err}");
+    c.kill(n4);
+    std::fs::remove_dir_all(&c.nodes[n4].dir).unwrap();
+    std::fs::rename(&kept, &c.nodes[n4].dir).unwrap();
+    c.spawn(n4, &[]);
+    c.wait_up(n4);
+    c.admin_retry(&[leader], &["cluster", "add-learner", "n4", &addr]);
+    c.wait_caught_up(leader, n4);
+
     c.stop_all();
     let dirs: Vec<_> = c.nodes.iter().filter(|n| n.name != "n5").map(|n| n.dir.clone()).collect();
     assert!(assert_no_nonce_reuse(&dirs) > 0);

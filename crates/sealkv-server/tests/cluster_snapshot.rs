@@ -12,6 +12,23 @@ fn counts(dir: &std::path::Path) -> serde_json::Value {
     serde_json::from_slice(&o.stdout).unwrap()
 }
 
+/// Restarts `lagger` and waits until it applied what `leader` had, asserting that it got there
+/// by installing a snapshot (its log was purged past it).
+fn restart_and_expect_snapshot(c: &mut Cluster, leader: usize, lagger: usize) {
+    let start = c.log_text(lagger).len();
+    c.spawn(lagger, &[]);
+    c.wait_caught_up(leader, lagger);
+    let text = c.log_text(lagger)[start..].to_string();
+    assert!(text.contains("installed snapshot"), "the lagging node should have caught up by snapshot:\n{text}");
+}
+
+/// Puts `keyNNN = value-N` for every N in `range` through the live nodes.
+fn put_range(c: &Cluster, live: &[usize], range: std::ops::Range<u32>) {
+    for k in range {
+        c.put_retry(live, &format!("key{k:03}"), &format!("value-{k}"));
+    }
+}
+
 #[test]
 fn follower_behind_purged_log_catches_up_by_snapshot() {
     let mut c = Cluster::start(3, true, &["--snapshot-every", "40", "--keep-logs", "5"]);
@@ -19,14 +36,8 @@ fn follower_behind_purged_log_catches_up_by_snapshot() {
     let lagger = (0..3).find(|i| *i != leader).unwrap();
     let other = (0..3).find(|i| *i != leader && *i != lagger).unwrap();
     c.kill(lagger);
-    for k in 0..120 {
-        c.put_retry(&[leader, other], &format!("key{k:03}"), &format!("value-{k}"));
-    }
-    let start = c.log_text(lagger).len();
-    c.spawn(lagger, &[]);
-    c.wait_caught_up(leader, lagger);
-    let text = c.log_text(lagger)[start..].to_string();
-    assert!(text.contains("installed snapshot"), "the lagging node should have caught up by snapshot:\n{text}");
+    put_range(&c, &[leader, other], 0..120);
+    restart_and_expect_snapshot(&mut c, leader, lagger);
 
     // It serves in a quorum: with the other follower down, leader + lagger still commit and read.
     c.kill(other);
@@ -63,9 +74,7 @@ fn follower_catches_up_by_snapshot_across_a_key_rotation_it_never_saw() {
     let lag_name = c.nodes[lagger].name.clone();
     let (old_storage, old_raft) = active(&c.encryption(leader), &lag_name);
     c.kill(lagger);
-    for k in 0..60 {
-        c.put_retry(&[leader, other], &format!("key{k:03}"), &format!("value-{k}"));
-    }
+    put_range(&c, &[leader, other], 0..60);
     let rotated: serde_json::Value = serde_json::from_str(
         &c.admin_retry(&[leader, other], &["encryption", "rotate-dek", "--purpose", "storage", "--json"]),
     )
@@ -77,15 +86,9 @@ fn follower_catches_up_by_snapshot_across_a_key_rotation_it_never_saw() {
     .unwrap();
     let new_raft = rotated["dek_id"].as_u64().unwrap();
     assert!(new_storage != old_storage && new_raft != old_raft);
-    for k in 60..120 {
-        c.put_retry(&[leader, other], &format!("key{k:03}"), &format!("value-{k}"));
-    }
+    put_range(&c, &[leader, other], 60..120);
 
-    let start = c.log_text(lagger).len();
-    c.spawn(lagger, &[]);
-    c.wait_caught_up(leader, lagger);
-    let text = c.log_text(lagger)[start..].to_string();
-    assert!(text.contains("installed snapshot"), "the lagging node should have caught up by snapshot:\n{text}");
+    restart_and_expect_snapshot(&mut c, leader, lagger);
     assert_eq!(active(&c.encryption(lagger), &lag_name), (new_storage, new_raft), "new DEKs came with the snapshot");
 
     // In a quorum with the leader alone it must unwrap new-raft-DEK entries and seal new values.
