@@ -54,6 +54,11 @@ impl Purpose {
         }
     }
 
+    /// The purpose spelled `name` (the inverse of [`Purpose::as_str`]).
+    pub fn from_name(name: &str) -> Option<Self> {
+        Purpose::ALL.into_iter().find(|p| p.as_str() == name)
+    }
+
     /// Index into per-purpose arrays.
     pub(crate) fn slot(self) -> usize {
         match self {

@@ -174,11 +174,8 @@ pub(crate) mod purpose_str {
 
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Purpose, D::Error> {
         let s = <&str>::deserialize(d)?;
-        match s {
-            "storage" => Ok(Purpose::Storage),
-            "raft" => Ok(Purpose::Raft),
-            other => Err(D::Error::custom(format!("purpose must be \"storage\" or \"raft\", not {other:?}"))),
-        }
+        Purpose::from_name(s)
+            .ok_or_else(|| D::Error::custom(format!("purpose must be \"storage\" or \"raft\", not {s:?}")))
     }
 }
 

@@ -17,7 +17,8 @@ use crate::api::{self, ApiError, Capability, DekStatus, NodeEncryption, Registry
 use crate::coordinator::Hold;
 use crate::node::{App, internal};
 
-fn registry_rows(app: &App) -> Result<Vec<RegistryRow>, ApiError> {
+/// The whole applied registry, as this node sees it.
+pub fn all_rows(app: &App) -> Result<Vec<RegistryRow>, ApiError> {
     let rows = app.shared.store.batch().rows().map_err(internal)?;
     Ok(rows
         .into_iter()
@@ -35,12 +36,7 @@ fn registry_rows(app: &App) -> Result<Vec<RegistryRow>, ApiError> {
 /// peer's epoch fence).
 pub fn rows_for(app: &App, full_node_id: u64) -> Result<Vec<RegistryRow>, ApiError> {
     let n16 = node16(full_node_id);
-    Ok(registry_rows(app)?.into_iter().filter(|r| r.node16 == n16).collect())
-}
-
-/// The whole applied registry.
-pub fn all_rows(app: &App) -> Result<Vec<RegistryRow>, ApiError> {
-    registry_rows(app)
+    Ok(all_rows(app)?.into_iter().filter(|r| r.node16 == n16).collect())
 }
 
 /// This node's encryption state (ids and epochs only; no key material, not even wrapped).
@@ -79,11 +75,17 @@ pub fn capability(app: &App) -> Capability {
 }
 
 fn purpose_arg(s: &str) -> Result<Purpose, ApiError> {
-    match s {
-        "storage" => Ok(Purpose::Storage),
-        "raft" => Ok(Purpose::Raft),
-        other => Err(ApiError::new("InvalidArgument", format!("--purpose {other:?}: expected storage or raft"))),
-    }
+    Purpose::from_name(s)
+        .ok_or_else(|| ApiError::new("InvalidArgument", format!("--purpose {s:?}: expected storage or raft")))
+}
+
+/// A fresh DEK from the CSPRNG under an id none of `taken` uses, wrapped under the KEK bound to
+/// its purpose and id. The cleartext key is zeroized when this returns; only the wrap leaves.
+fn new_wrapped_dek(kek: &dyn KekProvider, purpose: Purpose, taken: &[u32]) -> Result<WrappedDek, ApiError> {
+    let dek_id = cipher::random_key_id(taken).map_err(internal)?;
+    let bytes = cipher::generate_dek_bytes().map_err(internal)?;
+    let wrapped = kek.wrap(DekIdentity { purpose, dek_id }, &bytes).map_err(internal)?;
+    Ok(WrappedDek { dek_id, purpose, wrapped })
 }
 
 fn kek_of(app: &App) -> Result<&Arc<dyn KekProvider>, ApiError> {
@@ -113,11 +115,10 @@ pub async fn rotate(app: &App, purpose: &str) -> Result<Response, ApiError> {
         ));
     }
     let taken: Vec<u32> = sc.keys.keys().copied().collect();
-    let dek_id = cipher::random_key_id(&taken).map_err(internal)?;
-    let bytes = cipher::generate_dek_bytes().map_err(internal)?;
-    let wrapped = kek.wrap(DekIdentity { purpose: p, dek_id }, &bytes).map_err(internal)?;
+    let dek = new_wrapped_dek(kek.as_ref(), p, &taken)?;
+    let dek_id = dek.dek_id;
     let proposer = Registration { dek_id, full_node_id: app.me, local_epoch: sc.local_epoch(old) };
-    let entry = EncryptionEntry::RotateDek { dek: WrappedDek { dek_id, purpose: p, wrapped }, proposer };
+    let entry = EncryptionEntry::RotateDek { dek, proposer };
     app.coordinator.propose_internal(entry.encode().map_err(internal)?).await?;
     tracing::info!(purpose = %p, dek_id, previous = old, "rotated DEK");
     Ok(Response::Rotated { purpose: p.to_string(), dek_id })
@@ -366,14 +367,9 @@ async fn birth_steps(app: &App, kek: &dyn KekProvider) -> Result<(), ApiError> {
     let co = &app.coordinator;
     let sc = app.shared.applier.sidecar();
     if !sc.bootstrapped() {
-        let storage_id = cipher::random_key_id(&[]).map_err(internal)?;
-        let raft_id = cipher::random_key_id(&[storage_id]).map_err(internal)?;
-        let storage = cipher::generate_dek_bytes().map_err(internal)?;
-        let raft_key = cipher::generate_dek_bytes().map_err(internal)?;
-        let wrapped_storage =
-            kek.wrap(DekIdentity { purpose: Purpose::Storage, dek_id: storage_id }, &storage).map_err(internal)?;
-        let wrapped_raft =
-            kek.wrap(DekIdentity { purpose: Purpose::Raft, dek_id: raft_id }, &raft_key).map_err(internal)?;
+        let storage = new_wrapped_dek(kek, Purpose::Storage, &[])?;
+        let raft = new_wrapped_dek(kek, Purpose::Raft, &[storage.dek_id])?;
+        let (storage_id, raft_id) = (storage.dek_id, raft.dek_id);
         let members: Vec<u64> =
             app.raft.metrics().borrow().membership_config.membership().nodes().map(|(id, _)| *id).collect();
         let mut registrations = Vec::new();
@@ -384,9 +380,9 @@ async fn birth_steps(app: &App, kek: &dyn KekProvider) -> Result<(), ApiError> {
         }
         let entry = EncryptionEntry::Bootstrap(Bootstrap {
             storage_dek_id: storage_id,
-            wrapped_storage,
+            wrapped_storage: storage.wrapped,
             raft_dek_id: raft_id,
-            wrapped_raft,
+            wrapped_raft: raft.wrapped,
             registrations,
         });
         co.propose_internal(entry.encode().map_err(internal)?).await?;
