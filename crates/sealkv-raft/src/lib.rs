@@ -19,5 +19,5 @@ pub mod network;
 pub mod state_machine;
 pub mod types;
 
-pub use state_machine::{Halt, Shared, StateMachine};
+pub use state_machine::{Halt, Machine, Shared, StateMachine, machine_payload};
 pub use types::{ApplyResult, Member, Payload, Raft, TypeConfig};

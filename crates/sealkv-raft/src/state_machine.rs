@@ -4,7 +4,8 @@
 //! For each committed entry: Blank and Membership entries are openraft's own and never wrapped.
 //! A Normal entry's payload is unwrapped iff `index > cutover` (strict: the cutover entry itself
 //! is cleartext), then dispatched on its first byte (spec 02 §4): 0x00/0x01 KV command, 0x02 HLC
-//! lease, 0x03–0x05 the applier, 0x06/0x07 reserved, anything else unknown. Every failure HALTS:
+//! lease, 0x03–0x05 the applier, 0x06/0x07 reserved, 0x08 a command batch evaluated by the
+//! node's [`Machine`] (the Redis data model), anything else unknown. Every failure HALTS:
 //! the entries before the failing one commit with their applied index, the failing one does not,
 //! one `error` line names the index, key id and reason, and openraft stops (the server process
 //! watches for that and exits non-zero). A restart replays the same entry.
@@ -48,6 +49,32 @@ impl std::fmt::Display for Halt {
 
 impl std::error::Error for Halt {}
 
+/// Evaluates command-batch entries (opcode 0x08) at apply time, on every replica alike: the
+/// payload carries commands, not writes, so read-modify-write commands (INCR, SET NX, EXEC) see
+/// exactly the state their log position implies. The raft crate knows nothing of what the
+/// commands mean; the node installs the machine before Raft starts.
+pub trait Machine: Send + Sync + 'static {
+    /// Applies `body` (the payload after `0x08 ‖ ver ‖ ts`) into `batch` at commit timestamp
+    /// `ts`. Must be deterministic in (`batch` contents, `ts`, `body`). `Ok` carries the output
+    /// for the proposer; `Err` halts apply (a malformed body or a store failure — a command's own
+    /// refusal, like a type error, is output, not an error).
+    fn apply(&self, batch: &mut ApplyBatch<'_>, ts: u64, body: &[u8]) -> Result<Vec<u8>, String>;
+}
+
+/// Opcode of a command-batch entry.
+pub const OP_MACHINE: u8 = 0x08;
+/// Its only version.
+pub const MACHINE_VERSION: u8 = 0x01;
+
+/// Frames a command-batch payload: `0x08 ‖ 0x01 ‖ ts 8 ‖ body`.
+pub fn machine_payload(ts: u64, body: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(10 + body.len());
+    out.extend_from_slice(&[OP_MACHINE, MACHINE_VERSION]);
+    out.extend_from_slice(&ts.to_be_bytes());
+    out.extend_from_slice(body);
+    out
+}
+
 /// What the state machine shares with the rest of the node (coordinator, admin, startup).
 pub struct Shared {
     /// The store.
@@ -63,6 +90,7 @@ pub struct Shared {
     raft_sealer: ArcSwapOption<Sealer>,
     halt: Mutex<Option<Halt>>,
     snapshot_dir: PathBuf,
+    machine: std::sync::OnceLock<Arc<dyn Machine>>,
 }
 
 impl std::fmt::Debug for Shared {
@@ -106,6 +134,7 @@ impl Shared {
             raft_sealer: ArcSwapOption::empty(),
             halt: Mutex::new(None),
             snapshot_dir,
+            machine: std::sync::OnceLock::new(),
         });
         s.rearm();
         Ok(s)
@@ -139,6 +168,11 @@ impl Shared {
         let s = Arc::new(Sealer::new(dek, nonces));
         map.insert(id, s.clone());
         Some(s)
+    }
+
+    /// Installs the command machine (once, before Raft starts). Without one, a 0x08 entry halts.
+    pub fn set_machine(&self, machine: Arc<dyn Machine>) {
+        let _ = self.machine.set(machine);
     }
 
     /// The raft envelope cutover index applied on this node (0 = none).
@@ -231,7 +265,25 @@ impl StateMachine {
                     r.map_err(|e| self.halt(index, key_id, e))?;
                 }
                 self.last_ts = ts;
-                Ok(ApplyResult { ts })
+                Ok(ApplyResult { ts, out: Vec::new() })
+            }
+            Some(OP_MACHINE) => {
+                let (ts, body) = match payload {
+                    [_, MACHINE_VERSION, t0, t1, t2, t3, t4, t5, t6, t7, body @ ..] => {
+                        (u64::from_be_bytes([*t0, *t1, *t2, *t3, *t4, *t5, *t6, *t7]), body)
+                    }
+                    [_, v, ..] if *v != MACHINE_VERSION => {
+                        return Err(self.halt(index, key_id, format!("unknown command batch version {v:#04x}")));
+                    }
+                    _ => return Err(self.halt(index, key_id, "command batch truncated")),
+                };
+                let Some(machine) = self.shared.machine.get().cloned() else {
+                    return Err(self.halt(index, key_id, "command batch entry but this node has no command machine"));
+                };
+                let ts = ts.max(self.last_ts.saturating_add(1));
+                let out = machine.apply(batch, ts, body).map_err(|e| self.halt(index, key_id, e))?;
+                self.last_ts = ts;
+                Ok(ApplyResult { ts, out })
             }
             Some(0x02) => {
                 let ceiling = wire::decode_hlc_lease(payload).map_err(|e| self.halt(index, key_id, e))?;

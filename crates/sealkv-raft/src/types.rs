@@ -40,11 +40,15 @@ impl fmt::Display for Payload {
 }
 
 /// What applying one entry produced: the commit timestamp given to its writes (0 for entries
-/// that write no user data).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+/// that write no user data), and for command entries ([`crate::Machine`]) the machine's output
+/// (the replies, returned to the proposer only; never persisted).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ApplyResult {
     /// The MVCC commit timestamp.
     pub ts: u64,
+    /// The machine's output for a command entry; empty otherwise.
+    #[serde(with = "serde_bytes")]
+    pub out: Vec<u8>,
 }
 
 /// A snapshot on disk: the spec 02 §8 stream in one file, streamed to followers in chunks and

@@ -1,16 +1,17 @@
 //! The apply batch: every write of one Raft entry (data versions, registry rows, store metadata)
 //! plus the new applied position, committed as ONE atomic fjall batch.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::ops::Bound;
 use std::sync::atomic::Ordering;
 
 use fjall::{OwnedWriteBatch, PersistMode};
 use sealkv_crypto::registry::{RegistryStore, Row, RowKey, StoreError as RegistryError};
 
 use crate::error::StoreError;
-use crate::key;
+use crate::key::{self, KeyRange};
 use crate::meta::{self, Applied, MAX_LOG_ID_LEN};
-use crate::store::Store;
+use crate::store::{Direction, Scan, ScanItem, Store, Version};
 use crate::value::ValueHeader;
 
 /// How far a commit goes before returning.
@@ -46,6 +47,9 @@ pub struct ApplyBatch<'s> {
     hlc_ceiling: Option<i64>,
     rows: BTreeMap<RowKey, Option<Row>>,
     removed_deks: BTreeSet<u32>,
+    /// Every data write of this batch by user key, so reads during apply see the batch's own
+    /// earlier writes (one entry's INCR after another's in the same apply call).
+    pending: BTreeMap<Vec<u8>, Version>,
 }
 
 impl std::fmt::Debug for ApplyBatch<'_> {
@@ -66,6 +70,7 @@ impl Store {
             hlc_ceiling: None,
             rows: BTreeMap::new(),
             removed_deks: BTreeSet::new(),
+            pending: BTreeMap::new(),
         }
     }
 }
@@ -80,6 +85,7 @@ impl ApplyBatch<'_> {
         let mvcc_key = self.version_key(user_key, commit_ts)?;
         let stored = self.store.crypto.encode_live(self.since.is_some(), &mvcc_key, value, expire_at_ms)?;
         self.inner.insert(&self.store.data, mvcc_key, stored);
+        self.pending.insert(user_key.to_vec(), Version { ts: commit_ts, value: Some((value.to_vec(), expire_at_ms)) });
         Ok(())
     }
 
@@ -87,7 +93,44 @@ impl ApplyBatch<'_> {
     pub fn delete(&mut self, user_key: &[u8], commit_ts: u64) -> Result<(), StoreError> {
         let mvcc_key = self.version_key(user_key, commit_ts)?;
         self.inner.insert(&self.store.data, mvcc_key, ValueHeader::TOMBSTONE.encode());
+        self.pending.insert(user_key.to_vec(), Version { ts: commit_ts, value: None });
         Ok(())
+    }
+
+    /// The newest version of `user_key` as this batch leaves it (its own writes first, then the
+    /// store), expired values and tombstones included.
+    pub fn latest(&self, user_key: &[u8]) -> Result<Option<Version>, StoreError> {
+        match self.pending.get(user_key) {
+            Some(v) => Ok(Some(v.clone())),
+            None => self.store.version(user_key, u64::MAX),
+        }
+    }
+
+    /// The live keys between `lo` and `hi` as this batch leaves them, expired values included
+    /// (apply-time evaluation decides expiry itself), in key order or reverse.
+    pub fn scan_latest(&self, lo: Bound<Vec<u8>>, hi: Bound<Vec<u8>>, direction: Direction) -> MergedScan<'_> {
+        // BTreeMap::range panics on inverted bounds; such a range is simply empty.
+        let empty = match (&lo, &hi) {
+            (Bound::Included(a), Bound::Included(b)) => a > b,
+            (Bound::Included(a) | Bound::Excluded(a), Bound::Included(b) | Bound::Excluded(b)) => a >= b,
+            _ => false,
+        };
+        let mut overlay: VecDeque<(Vec<u8>, Option<Vec<u8>>)> = if empty {
+            VecDeque::new()
+        } else {
+            self.pending
+                .range::<Vec<u8>, _>((lo.as_ref(), hi.as_ref()))
+                .map(|(k, v)| (k.clone(), v.value.as_ref().map(|(b, _)| b.clone())))
+                .collect()
+        };
+        if direction == Direction::Reverse {
+            overlay = overlay.into_iter().rev().collect();
+        }
+        MergedScan {
+            store: self.store.scan(&KeyRange::Bounds(lo, hi), u64::MAX, 0, direction).peekable(),
+            overlay,
+            direction,
+        }
     }
 
     fn version_key(&mut self, user_key: &[u8], commit_ts: u64) -> Result<Vec<u8>, StoreError> {
@@ -147,6 +190,46 @@ impl ApplyBatch<'_> {
             return Ok(None);
         }
         self.store.registry.get(key.encode())?.map(|v| Row::decode(&v).map_err(StoreError::from)).transpose()
+    }
+}
+
+/// A store scan with an apply batch's pending writes laid over it; see [`ApplyBatch::scan_latest`].
+pub struct MergedScan<'s> {
+    store: std::iter::Peekable<Scan<'s>>,
+    overlay: VecDeque<(Vec<u8>, Option<Vec<u8>>)>,
+    direction: Direction,
+}
+
+impl Iterator for MergedScan<'_> {
+    type Item = ScanItem;
+
+    fn next(&mut self) -> Option<ScanItem> {
+        loop {
+            let take_overlay = match (self.store.peek(), self.overlay.front()) {
+                (_, None) => return self.store.next(),
+                (None, Some(_)) => true,
+                (Some(Err(_)), Some(_)) => return self.store.next(),
+                (Some(Ok((sk, _))), Some((ok, _))) => {
+                    let overlay_first = match self.direction {
+                        Direction::Forward => ok <= sk,
+                        Direction::Reverse => ok >= sk,
+                    };
+                    if ok == sk {
+                        // The batch's write shadows the stored version of the same key.
+                        self.store.next();
+                    }
+                    overlay_first
+                }
+            };
+            if take_overlay {
+                let (k, v) = self.overlay.pop_front()?;
+                match v {
+                    Some(v) => return Some(Ok((k, v))),
+                    None => continue,
+                }
+            }
+            return self.store.next();
+        }
     }
 }
 

@@ -32,7 +32,8 @@ pub use key::KeyRange;
 pub use meta::{Applied, MAX_LOG_ID_LEN, RewriteTarget};
 pub use rewrite::{RewriteOptions, RewriteProgress};
 pub use snapshot::{EncryptionSnapshot, Record, SnapshotError, SnapshotHeader, SnapshotReader, SnapshotStats};
-pub use store::{Direction, KeyValue, Scan, ScanItem, Store, StoreOptions};
+pub use batch::MergedScan;
+pub use store::{Direction, KeyValue, Scan, ScanItem, Store, StoreOptions, Version};
 
 /// The largest value the store accepts (Redis's default `proto-max-bulk-len`).
 pub const MAX_VALUE_LEN: usize = 512 << 20;

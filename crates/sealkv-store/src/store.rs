@@ -183,6 +183,17 @@ impl Store {
     /// The value of `key` as of `read_ts`: `None` if it never existed, was deleted, or expired at
     /// `now_ms`. A version that fails any integrity check is an error, never `None`.
     pub fn get(&self, user_key: &[u8], read_ts: u64, now_ms: u64) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(match self.version(user_key, read_ts)? {
+            Some(Version { value: Some((value, expire_at_ms)), .. }) if expire_at_ms == 0 || expire_at_ms > now_ms => {
+                Some(value)
+            }
+            _ => None,
+        })
+    }
+
+    /// The newest version of `key` at or below `read_ts`, tombstones and expired values included:
+    /// what apply-time evaluation and TTL reads need (the caller decides what expiry means).
+    pub fn version(&self, user_key: &[u8], read_ts: u64) -> Result<Option<Version>, StoreError> {
         let start = key::encode(user_key, read_ts)?;
         let mut end = start.clone();
         let ts_at = end.len() - 8;
@@ -192,7 +203,10 @@ impl Store {
         };
         let (mvcc_key, stored) = guard.into_inner()?;
         let (_, ts) = split_stored_key(&mvcc_key)?;
-        visible(self.open_version(&mvcc_key, ts, &stored)?, now_ms)
+        Ok(Some(match self.open_version(&mvcc_key, ts, &stored)? {
+            Opened::Tombstone => Version { ts, value: None },
+            Opened::Live { expire_at_ms, value } => Version { ts, value: Some((value, expire_at_ms)) },
+        }))
     }
 
     pub(crate) fn open_version(&self, mvcc_key: &[u8], ts: u64, stored: &[u8]) -> Result<Opened, StoreError> {
@@ -254,6 +268,15 @@ impl Store {
         self.max_ts.store(0, Ordering::Release);
         Ok(())
     }
+}
+
+/// One version of a key, as [`Store::version`] and [`crate::ApplyBatch::latest`] return it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Version {
+    /// Its commit timestamp.
+    pub ts: u64,
+    /// The value and its expiry in Unix ms (0 = none); `None` for a tombstone.
+    pub value: Option<(Vec<u8>, u64)>,
 }
 
 /// Scan order.

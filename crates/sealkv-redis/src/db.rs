@@ -1,0 +1,164 @@
+//! What commands run against: the apply batch during apply (reads see the batch's own earlier
+//! writes; writes are sealed by the store at the entry's timestamp), or a read-only view of the
+//! applied store on the leader after a read barrier.
+
+use std::ops::Bound;
+
+use sealkv_store::{ApplyBatch, Direction, KeyRange, Store, StoreError, Version};
+
+/// A failure of the store underneath a command: during apply it halts; on a read it is an error
+/// reply. Never a wrong answer.
+#[derive(Debug, thiserror::Error)]
+pub enum DbError {
+    /// The store failed (an integrity error among them).
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// A meta record did not decode.
+    #[error(transparent)]
+    Meta(#[from] crate::layout::CorruptMeta),
+    /// A write reached a read-only view (a command table bug, refused rather than dropped).
+    #[error("write through a read-only view")]
+    ReadOnly,
+}
+
+/// A live value and its expiry (0 = none).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Stored {
+    /// The value.
+    pub value: Vec<u8>,
+    /// Unix ms at which it expires, 0 for never.
+    pub expire_at_ms: u64,
+}
+
+/// Scan results.
+pub type ScanIter<'a> = Box<dyn Iterator<Item = Result<(Vec<u8>, Vec<u8>), DbError>> + 'a>;
+
+/// The store as commands see it.
+pub trait Db {
+    /// The time expiry is judged against: the entry's timestamp during apply (the same on every
+    /// replica), the wall clock on a read.
+    fn now_ms(&self) -> u64;
+    /// A seed for commands that pick at random (SPOP): derived from the entry during apply, so
+    /// every replica picks the same members.
+    fn seed(&self) -> u64;
+    /// The newest live value of a store key, expired or not; `None` if absent or deleted.
+    fn get(&self, key: &[u8]) -> Result<Option<Stored>, DbError>;
+    /// The commit timestamp of a store key's newest version, deletes included; 0 if none.
+    fn version(&self, key: &[u8]) -> Result<u64, DbError>;
+    /// Live store keys in a range, in order or reverse.
+    fn scan(&self, lo: Bound<Vec<u8>>, hi: Bound<Vec<u8>>, reverse: bool) -> ScanIter<'_>;
+    /// Writes a value.
+    fn put(&mut self, key: &[u8], value: &[u8], expire_at_ms: u64) -> Result<(), DbError>;
+    /// Deletes a value.
+    fn delete(&mut self, key: &[u8]) -> Result<(), DbError>;
+    /// Whether writes are allowed (false on a read view).
+    fn writable(&self) -> bool;
+}
+
+fn stored(v: Option<Version>) -> Option<Stored> {
+    v.and_then(|v| v.value).map(|(value, expire_at_ms)| Stored { value, expire_at_ms })
+}
+
+fn direction(reverse: bool) -> Direction {
+    if reverse { Direction::Reverse } else { Direction::Forward }
+}
+
+/// Commands applied inside one Raft entry.
+pub struct BatchDb<'a, 'b> {
+    batch: &'a mut ApplyBatch<'b>,
+    ts: u64,
+    seed: u64,
+}
+
+impl<'a, 'b> BatchDb<'a, 'b> {
+    /// Writes at commit timestamp `ts` (HLC: its upper 48 bits are the entry's ms); `seed` feeds
+    /// random picks and must be derived from the entry alone.
+    pub fn new(batch: &'a mut ApplyBatch<'b>, ts: u64, seed: u64) -> Self {
+        BatchDb { batch, ts, seed }
+    }
+}
+
+impl Db for BatchDb<'_, '_> {
+    fn now_ms(&self) -> u64 {
+        self.ts >> 16
+    }
+
+    fn seed(&self) -> u64 {
+        self.seed
+    }
+
+    fn get(&self, key: &[u8]) -> Result<Option<Stored>, DbError> {
+        Ok(stored(self.batch.latest(key)?))
+    }
+
+    fn version(&self, key: &[u8]) -> Result<u64, DbError> {
+        Ok(self.batch.latest(key)?.map_or(0, |v| v.ts))
+    }
+
+    fn scan(&self, lo: Bound<Vec<u8>>, hi: Bound<Vec<u8>>, reverse: bool) -> ScanIter<'_> {
+        Box::new(self.batch.scan_latest(lo, hi, direction(reverse)).map(|r| r.map_err(DbError::from)))
+    }
+
+    fn put(&mut self, key: &[u8], value: &[u8], expire_at_ms: u64) -> Result<(), DbError> {
+        Ok(self.batch.put(key, self.ts, value, expire_at_ms)?)
+    }
+
+    fn delete(&mut self, key: &[u8]) -> Result<(), DbError> {
+        Ok(self.batch.delete(key, self.ts)?)
+    }
+
+    fn writable(&self) -> bool {
+        true
+    }
+}
+
+/// A read-only view of the applied store at one timestamp, so a multi-key read sees one cut.
+pub struct ReadDb<'a> {
+    store: &'a Store,
+    read_ts: u64,
+    now_ms: u64,
+    seed: u64,
+}
+
+impl<'a> ReadDb<'a> {
+    /// A view of everything applied so far, judged at `now_ms`.
+    pub fn new(store: &'a Store, now_ms: u64, seed: u64) -> Self {
+        ReadDb { store, read_ts: store.max_committed_ts(), now_ms, seed }
+    }
+}
+
+impl Db for ReadDb<'_> {
+    fn now_ms(&self) -> u64 {
+        self.now_ms
+    }
+
+    fn seed(&self) -> u64 {
+        self.seed
+    }
+
+    fn get(&self, key: &[u8]) -> Result<Option<Stored>, DbError> {
+        Ok(stored(self.store.version(key, self.read_ts)?))
+    }
+
+    fn version(&self, key: &[u8]) -> Result<u64, DbError> {
+        Ok(self.store.version(key, self.read_ts)?.map_or(0, |v| v.ts))
+    }
+
+    fn scan(&self, lo: Bound<Vec<u8>>, hi: Bound<Vec<u8>>, reverse: bool) -> ScanIter<'_> {
+        let range = KeyRange::Bounds(lo, hi);
+        // The store hides values expired at `now_ms`: expired keys never show in a read scan.
+        Box::new(self.store.scan(&range, self.read_ts, self.now_ms, direction(reverse)).map(|r| r.map_err(DbError::from)))
+    }
+
+    fn put(&mut self, _: &[u8], _: &[u8], _: u64) -> Result<(), DbError> {
+        Err(DbError::ReadOnly)
+    }
+
+    fn delete(&mut self, _: &[u8]) -> Result<(), DbError> {
+        Err(DbError::ReadOnly)
+    }
+
+    fn writable(&self) -> bool {
+        false
+    }
+}

@@ -1,0 +1,194 @@
+//! Replies, independent of the protocol version until they are written to a connection: RESP2
+//! flattens maps, sets, doubles and pairs the way Redis does, RESP3 keeps their types.
+
+use serde::{Deserialize, Serialize};
+
+/// One reply.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Reply {
+    /// `+OK`.
+    Ok,
+    /// A status line (`+PONG`, `+string`).
+    Simple(String),
+    /// An error line, with its code (`ERR …`, `WRONGTYPE …`).
+    Error(String),
+    /// An integer.
+    Int(i64),
+    /// A bulk string.
+    Bulk(Vec<u8>),
+    /// The null bulk string (RESP3 null).
+    Nil,
+    /// An array.
+    Array(Vec<Reply>),
+    /// The null array (RESP3 null): an aborted EXEC, a blocked pop that timed out.
+    NilArray,
+    /// A double: a bulk string in RESP2.
+    Double(f64),
+    /// A map: a flat array in RESP2.
+    Map(Vec<(Reply, Reply)>),
+    /// A set: an array in RESP2.
+    Set(Vec<Reply>),
+    /// Member/score pairs (WITHSCORES): flat in RESP2, an array of pairs in RESP3.
+    Pairs(Vec<(Reply, Reply)>),
+}
+
+impl Reply {
+    /// An error reply from its full text.
+    pub fn err(msg: impl Into<String>) -> Reply {
+        Reply::Error(msg.into())
+    }
+
+    /// A bulk string from anything byte-like.
+    pub fn bulk(b: impl AsRef<[u8]>) -> Reply {
+        Reply::Bulk(b.as_ref().to_vec())
+    }
+
+    /// A bulk string or nil.
+    pub fn opt(b: Option<Vec<u8>>) -> Reply {
+        b.map_or(Reply::Nil, Reply::Bulk)
+    }
+
+    /// Whether this is an error reply.
+    pub fn is_error(&self) -> bool {
+        matches!(self, Reply::Error(_))
+    }
+
+    /// Appends the reply in RESP2 (`resp3` false) or RESP3.
+    pub fn write_to(&self, out: &mut Vec<u8>, resp3: bool) {
+        match self {
+            Reply::Ok => out.extend_from_slice(b"+OK\r\n"),
+            Reply::Simple(s) => line(out, b'+', s.as_bytes()),
+            Reply::Error(e) => line(out, b'-', e.as_bytes()),
+            Reply::Int(i) => line(out, b':', i.to_string().as_bytes()),
+            Reply::Bulk(b) => bulk(out, b),
+            Reply::Nil if resp3 => out.extend_from_slice(b"_\r\n"),
+            Reply::Nil => out.extend_from_slice(b"$-1\r\n"),
+            Reply::NilArray if resp3 => out.extend_from_slice(b"_\r\n"),
+            Reply::NilArray => out.extend_from_slice(b"*-1\r\n"),
+            Reply::Array(items) => {
+                header(out, b'*', items.len());
+                items.iter().for_each(|r| r.write_to(out, resp3));
+            }
+            Reply::Double(d) if resp3 => line(out, b',', format_double(*d).as_bytes()),
+            Reply::Double(d) => bulk(out, format_double(*d).as_bytes()),
+            Reply::Map(pairs) => {
+                if resp3 {
+                    header(out, b'%', pairs.len());
+                } else {
+                    header(out, b'*', pairs.len() * 2);
+                }
+                for (k, v) in pairs {
+                    k.write_to(out, resp3);
+                    v.write_to(out, resp3);
+                }
+            }
+            Reply::Set(items) => {
+                header(out, if resp3 { b'~' } else { b'*' }, items.len());
+                items.iter().for_each(|r| r.write_to(out, resp3));
+            }
+            Reply::Pairs(pairs) => {
+                if resp3 {
+                    header(out, b'*', pairs.len());
+                    for (k, v) in pairs {
+                        header(out, b'*', 2);
+                        k.write_to(out, resp3);
+                        v.write_to(out, resp3);
+                    }
+                } else {
+                    header(out, b'*', pairs.len() * 2);
+                    for (k, v) in pairs {
+                        k.write_to(out, resp3);
+                        v.write_to(out, resp3);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Formats a double the way Redis prints scores: shortest round-trip digits, `inf`/`-inf`.
+pub fn format_double(d: f64) -> String {
+    if d.is_infinite() {
+        return if d > 0.0 { "inf".into() } else { "-inf".into() };
+    }
+    if d == d.trunc() && d.abs() < 1e17 {
+        // Integral values print without a fraction, as Redis does ("3", not "3.0").
+        return format!("{}", d as i64);
+    }
+    format!("{d}")
+}
+
+fn line(out: &mut Vec<u8>, tag: u8, body: &[u8]) {
+    out.push(tag);
+    // A status or error line must not contain CR or LF; they would break the framing.
+    out.extend(body.iter().map(|&b| if b == b'\r' || b == b'\n' { b' ' } else { b }));
+    out.extend_from_slice(b"\r\n");
+}
+
+fn header(out: &mut Vec<u8>, tag: u8, n: usize) {
+    out.push(tag);
+    out.extend_from_slice(n.to_string().as_bytes());
+    out.extend_from_slice(b"\r\n");
+}
+
+fn bulk(out: &mut Vec<u8>, b: &[u8]) {
+    header(out, b'$', b.len());
+    out.extend_from_slice(b);
+    out.extend_from_slice(b"\r\n");
+}
+
+/// Encodes a list of replies for the proposer (the state machine's output, a forwarded reply).
+pub fn encode_replies(replies: &[Reply]) -> Vec<u8> {
+    bincode::serialize(replies).unwrap_or_default()
+}
+
+/// Decodes [`encode_replies`] output; `None` if the bytes are not a reply list.
+pub fn decode_replies(bytes: &[u8]) -> Option<Vec<Reply>> {
+    use bincode::Options;
+    // Bounded like every other decoder: the output never exceeds what the input could describe.
+    bincode::DefaultOptions::new()
+        .with_fixint_encoding()
+        .allow_trailing_bytes()
+        .with_limit(bytes.len() as u64 * 8 + 1024)
+        .deserialize(bytes)
+        .ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn enc(r: &Reply, resp3: bool) -> String {
+        let mut v = Vec::new();
+        r.write_to(&mut v, resp3);
+        String::from_utf8(v).unwrap()
+    }
+
+    #[test]
+    fn resp2_and_resp3_layouts_are_pinned() {
+        assert_eq!(enc(&Reply::Ok, false), "+OK\r\n");
+        assert_eq!(enc(&Reply::err("ERR x\r\ny"), false), "-ERR x  y\r\n");
+        assert_eq!(enc(&Reply::Int(-3), false), ":-3\r\n");
+        assert_eq!(enc(&Reply::bulk("ab"), false), "$2\r\nab\r\n");
+        assert_eq!(enc(&Reply::Nil, false), "$-1\r\n");
+        assert_eq!(enc(&Reply::Nil, true), "_\r\n");
+        assert_eq!(enc(&Reply::NilArray, false), "*-1\r\n");
+        assert_eq!(enc(&Reply::Double(1.5), false), "$3\r\n1.5\r\n");
+        assert_eq!(enc(&Reply::Double(1.5), true), ",1.5\r\n");
+        assert_eq!(enc(&Reply::Double(f64::NEG_INFINITY), true), ",-inf\r\n");
+        let m = Reply::Map(vec![(Reply::bulk("k"), Reply::Int(1))]);
+        assert_eq!(enc(&m, false), "*2\r\n$1\r\nk\r\n:1\r\n");
+        assert_eq!(enc(&m, true), "%1\r\n$1\r\nk\r\n:1\r\n");
+        assert_eq!(enc(&Reply::Set(vec![Reply::bulk("a")]), true), "~1\r\n$1\r\na\r\n");
+        let p = Reply::Pairs(vec![(Reply::bulk("m"), Reply::Double(2.0))]);
+        assert_eq!(enc(&p, false), "*2\r\n$1\r\nm\r\n$1\r\n2\r\n");
+        assert_eq!(enc(&p, true), "*1\r\n*2\r\n$1\r\nm\r\n,2\r\n");
+    }
+
+    #[test]
+    fn reply_lists_round_trip_and_garbage_is_refused() {
+        let r = vec![Reply::Ok, Reply::Array(vec![Reply::Nil, Reply::Double(0.25)]), Reply::err("WRONGTYPE x")];
+        assert_eq!(decode_replies(&encode_replies(&r)), Some(r));
+        assert_eq!(decode_replies(&[0xFF; 16]), None);
+    }
+}
