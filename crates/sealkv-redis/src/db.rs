@@ -147,7 +147,9 @@ impl Db for ReadDb<'_> {
     fn scan(&self, lo: Bound<Vec<u8>>, hi: Bound<Vec<u8>>, reverse: bool) -> ScanIter<'_> {
         let range = KeyRange::Bounds(lo, hi);
         // The store hides values expired at `now_ms`: expired keys never show in a read scan.
-        Box::new(self.store.scan(&range, self.read_ts, self.now_ms, direction(reverse)).map(|r| r.map_err(DbError::from)))
+        Box::new(
+            self.store.scan(&range, self.read_ts, self.now_ms, direction(reverse)).map(|r| r.map_err(DbError::from)),
+        )
     }
 
     fn put(&mut self, _: &[u8], _: &[u8], _: u64) -> Result<(), DbError> {

@@ -165,7 +165,8 @@ mod tests {
 
     #[test]
     fn layout_is_pinned() {
-        let g = Group { watches: vec![(b"w".to_vec(), 7)], cmds: vec![vec![b"GET".to_vec(), b"k".to_vec()]], exec: true };
+        let g =
+            Group { watches: vec![(b"w".to_vec(), 7)], cmds: vec![vec![b"GET".to_vec(), b"k".to_vec()]], exec: true };
         let want: Vec<u8> = [
             &[0, 0, 0, 1][..],
             &[0x01],

@@ -168,7 +168,8 @@ impl<'a> Ctx<'a> {
         self.db.delete(&layout::meta_key(key))?;
         if !matches!(live.meta, Meta::String(_)) {
             let (lo, hi) = layout::elem_range(key, b"");
-            let subs: Vec<Vec<u8>> = self.db.scan(lo, hi, false).map(|r| r.map(|(k, _)| k)).collect::<Result<_, _>>()?;
+            let subs: Vec<Vec<u8>> =
+                self.db.scan(lo, hi, false).map(|r| r.map(|(k, _)| k)).collect::<Result<_, _>>()?;
             for k in subs {
                 self.db.delete(&k)?;
             }
@@ -194,9 +195,11 @@ impl<'a> Ctx<'a> {
     pub fn elements(&self, key: &[u8], sub_prefix: &[u8], reverse: bool) -> ElemIter<'_> {
         let (lo, hi) = layout::elem_range(key, sub_prefix);
         let skip = layout::elem_prefix(key).len();
-        Box::new(self.db.scan(lo, hi, reverse).map(move |r| {
-            r.map(|(k, v)| (k.get(skip..).unwrap_or_default().to_vec(), v)).map_err(Fail::from)
-        }))
+        Box::new(
+            self.db
+                .scan(lo, hi, reverse)
+                .map(move |r| r.map(|(k, v)| (k.get(skip..).unwrap_or_default().to_vec(), v)).map_err(Fail::from)),
+        )
     }
 
     /// An element's value.

@@ -56,7 +56,12 @@ fn strs(v: &[&str]) -> Reply {
 #[test]
 fn read_modify_write_commands_in_one_entry_see_each_other() {
     let mut n = Node::new();
-    let out = n.apply(&[Group::single(args("INCR c")), Group::single(args("INCRBY c 5")), Group::single(args("SET s v NX")), Group::single(args("SET s w NX"))]);
+    let out = n.apply(&[
+        Group::single(args("INCR c")),
+        Group::single(args("INCRBY c 5")),
+        Group::single(args("SET s v NX")),
+        Group::single(args("SET s w NX")),
+    ]);
     assert_eq!(out, vec![Reply::Int(1), Reply::Int(6), Reply::Ok, Reply::Nil]);
     assert_eq!(n.r("GET c"), bulk("6"));
     assert_eq!(n.r("GET s"), bulk("v"));
@@ -99,11 +104,17 @@ fn expired_keys_read_as_absent_and_the_sweep_removes_them() {
     assert_eq!(n.w("HSET h g w"), Reply::Int(1));
     assert_eq!(n.r("HGETALL h"), Reply::Map(vec![(bulk("g"), bulk("w"))]));
     // The sweep removes t (due) and drops h's stale index entry.
-    let due = n.store.scan(&sealkv_store::KeyRange::Prefix(vec![0xFF, b'x']), u64::MAX, 0, sealkv_store::Direction::Forward).count();
+    let due = n
+        .store
+        .scan(&sealkv_store::KeyRange::Prefix(vec![0xFF, b'x']), u64::MAX, 0, sealkv_store::Direction::Forward)
+        .count();
     assert_eq!(due, 1);
     let at = (n.ms).to_string();
     assert_eq!(n.w(&format!("__EXPIREDEL {at} t")), Reply::Int(1));
-    let left = n.store.scan(&sealkv_store::KeyRange::Prefix(vec![0xFF]), u64::MAX, 0, sealkv_store::Direction::Forward).count();
+    let left = n
+        .store
+        .scan(&sealkv_store::KeyRange::Prefix(vec![0xFF]), u64::MAX, 0, sealkv_store::Direction::Forward)
+        .count();
     assert_eq!(left, 2, "only h's meta and its one field remain");
 }
 

@@ -60,6 +60,14 @@ pub enum Request {
         /// The writes.
         ops: Vec<WriteOp>,
     },
+    /// Redis commands (`body` = a sealkv-redis command-batch body): writes go through Raft as one
+    /// entry, reads run on the leader after a read barrier.
+    Redis {
+        /// Whether the commands write.
+        write: bool,
+        /// The encoded groups.
+        body: Vec<u8>,
+    },
     /// Cluster status as seen from the answering node (members' applied indexes fetched live).
     ClusterStatus,
     /// This node alone.
@@ -271,6 +279,11 @@ pub enum Response {
     Rows(Vec<RegistryRow>),
     /// A capability report.
     Capability(Capability),
+    /// Replies to a `Redis` request, encoded (one per group).
+    Redis {
+        /// The encoded replies.
+        replies: Vec<u8>,
+    },
     /// Failed.
     Error(ApiError),
 }

@@ -8,7 +8,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use openraft::error::{ClientWriteError, RaftError};
 use sealkv_raft::command::{Command, Op};
-use sealkv_raft::{Payload, Raft, Shared};
+use sealkv_raft::{ApplyResult, Payload, Raft, Shared, machine_payload};
 use tokio::sync::{Mutex, RwLock};
 
 use crate::api::ApiError;
@@ -146,6 +146,11 @@ impl Coordinator {
     /// Proposes `payload` as it is (wrapped once the cutover applied here) and waits until it
     /// is applied on this node. Returns the commit timestamp.
     pub async fn propose(&self, payload: Vec<u8>) -> Result<u64, ApiError> {
+        self.propose_for_result(payload).await.map(|r| r.ts)
+    }
+
+    /// Like [`Coordinator::propose`], returning everything the apply produced.
+    async fn propose_for_result(&self, payload: Vec<u8>) -> Result<ApplyResult, ApiError> {
         let data = if self.shared.cutover() != 0 {
             let Some(sealer) = self.shared.raft_sealer() else {
                 return Err(ApiError::new(
@@ -158,7 +163,7 @@ impl Coordinator {
             payload
         };
         match self.raft.client_write(Payload(data)).await {
-            Ok(r) => Ok(r.data.ts),
+            Ok(r) => Ok(r.data),
             Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_))) => {
                 Err(ApiError::new("NotLeader", "leadership moved; retry"))
             }
@@ -190,6 +195,16 @@ impl Coordinator {
         let ts = self.next_ts(term).await?;
         let payload = Command { ts, ops }.encode().map_err(|e| ApiError::new("InvalidArgument", e.to_string()))?;
         self.propose(payload).await
+    }
+
+    /// Client commands (Redis), evaluated at apply: proposes a 0x08 command-batch entry with
+    /// `body` and returns what applying it produced (the encoded replies).
+    pub async fn write_commands(&self, body: &[u8]) -> Result<ApplyResult, ApiError> {
+        self.check_open()?;
+        let term = self.leader_ready().await?;
+        let _g = self.intake.read().await;
+        let ts = self.next_ts(term).await?;
+        self.propose_for_result(machine_payload(ts, body)).await
     }
 
     /// The next HLC timestamp (48-bit ms ‖ 16-bit logical). A new term first fences the clock

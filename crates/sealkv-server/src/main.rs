@@ -15,6 +15,7 @@ mod coordinator;
 mod dev;
 mod encryption;
 mod node;
+mod redis;
 
 /// sealkv: a Raft-replicated MVCC key-value store whose persisted data is ciphertext.
 #[derive(Debug, Parser)]

@@ -23,6 +23,7 @@ use sealkv_store::{Direction, KeyRange, Store, StoreOptions};
 use crate::api::{self, ApiError, ClusterStatus, Envelope, MemberStatus, Request, Response, WriteOp};
 use crate::coordinator::{Coordinator, Hold, now_ms};
 use crate::encryption;
+use crate::redis;
 
 /// Everything `sealkv server` is told on its command line.
 #[derive(Debug, Clone, clap::Args)]
@@ -39,10 +40,19 @@ pub struct ServerArgs {
     /// Address other nodes reach this one at (defaults to --listen-grpc).
     #[arg(long)]
     pub advertise: Option<String>,
-    /// Redis listen address (the RESP frontend is not built yet; the flag is accepted so
-    /// scripts keep working).
+    /// Redis (RESP2/RESP3) listen address; no Redis frontend without it.
     #[arg(long)]
     pub listen_redis: Option<SocketAddr>,
+    /// Redis clients must AUTH with this password first (also read from SEALKV_REQUIREPASS, so
+    /// it need not appear in the process list).
+    #[arg(long, env = "SEALKV_REQUIREPASS", hide_env_values = true)]
+    pub requirepass: Option<String>,
+    /// The most Redis connections at once; more are refused with an error.
+    #[arg(long, default_value_t = 16_384)]
+    pub maxclients: usize,
+    /// The largest Redis bulk argument in bytes (Redis `proto-max-bulk-len`).
+    #[arg(long, default_value_t = 512 << 20)]
+    pub proto_max_bulk_len: usize,
     /// Metrics listen address (accepted; metrics are not served yet).
     #[arg(long)]
     pub listen_metrics: Option<SocketAddr>,
@@ -160,6 +170,7 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
         _ => Applier::unwired(),
     };
     let shared = Shared::new(store.clone(), keystore, Arc::new(applier), me, &args.data_dir)?;
+    shared.set_machine(Arc::new(RedisMachine));
     let sm = StateMachine::new(shared.clone())?;
 
     let config = Config {
@@ -177,7 +188,9 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
     let raft = Raft::new(me, Arc::new(config), NetworkFactory, log, sm).await?;
     let coordinator = Arc::new(Coordinator::new(raft.clone(), shared.clone(), me));
     let advertise = args.advertise.clone().unwrap_or_else(|| args.listen_grpc.to_string());
+    let redis_core = redis::Core::new(coordinator.clone(), shared.clone());
     let app = Arc::new(App {
+        redis: redis_core.clone(),
         raft: raft.clone(),
         shared: shared.clone(),
         coordinator: coordinator.clone(),
@@ -204,6 +217,29 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
                 .await
         })
     };
+
+    if let Some(addr) = args.listen_redis {
+        raise_fd_limit();
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("cannot listen on --listen-redis {addr}"))?;
+        let fe = Arc::new(redis::conn::Frontend {
+            core: redis_core.clone(),
+            app: app.clone(),
+            opts: redis::conn::Options {
+                requirepass: args.requirepass.clone(),
+                limits: sealkv_redis::resp::Limits { max_bulk: args.proto_max_bulk_len, ..Default::default() },
+                maxclients: args.maxclients,
+            },
+            clients: Default::default(),
+            started: std::time::Instant::now(),
+            port: addr.port(),
+            commands_processed: Default::default(),
+        });
+        tokio::spawn(redis::conn::serve(fe, listener));
+        tokio::spawn(redis::sweep::run(redis_core.clone()));
+        tracing::info!(redis = %addr, auth = args.requirepass.is_some(), "redis frontend listening");
+    }
 
     if args.init && !raft.is_initialized().await? {
         let initial = parse_members(&args.initial_members)?;
@@ -296,8 +332,33 @@ async fn watch_halt(raft: Raft, shared: Arc<Shared>) -> String {
     }
 }
 
+/// Applies 0x08 command-batch entries with the Redis command machine.
+struct RedisMachine;
+
+impl sealkv_raft::Machine for RedisMachine {
+    fn apply(&self, batch: &mut sealkv_store::ApplyBatch<'_>, ts: u64, body: &[u8]) -> Result<Vec<u8>, String> {
+        sealkv_redis::machine::CommandMachine.apply(batch, ts, body)
+    }
+}
+
+/// Lifts the open-file soft limit to the hard limit: every Redis client is a descriptor.
+fn raise_fd_limit() {
+    let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit/setrlimit only read/write the struct we pass, which lives on our stack
+    // for the duration of each call.
+    #[allow(unsafe_code)]
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < lim.rlim_max {
+            lim.rlim_cur = lim.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+        }
+    }
+}
+
 /// The node's application half: KV and admin calls.
 pub struct App {
+    /// The Redis frontend's leader half (proposer, cursors).
+    pub(crate) redis: Arc<redis::Core>,
     pub(crate) raft: Raft,
     pub(crate) shared: Arc<Shared>,
     pub(crate) coordinator: Arc<Coordinator>,
@@ -349,6 +410,12 @@ fn write_ops(ops: Vec<WriteOp>) -> Result<Vec<Op>, ApiError> {
 }
 
 fn check_key(key: &[u8]) -> Result<(), ApiError> {
+    if key.first() == Some(&sealkv_redis::layout::NS) {
+        return Err(ApiError::new(
+            "InvalidArgument",
+            "keys starting with byte 0xFF are the Redis keyspace; write them through the Redis port",
+        ));
+    }
     if key.len() > sealkv_store::key::MAX_USER_KEY_LEN {
         return Err(ApiError::new(
             "InvalidArgument",
@@ -411,6 +478,7 @@ impl App {
                 let ts = self.coordinator.write(write_ops(ops)?).await?;
                 Ok(Response::Written { ts })
             }
+            Request::Redis { write, body } => self.redis.lead_encoded(write, &body).await,
             Request::Register { payload } => {
                 match EncryptionEntry::decode(&payload) {
                     Ok(EncryptionEntry::Register(_)) => {}

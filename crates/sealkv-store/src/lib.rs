@@ -24,6 +24,7 @@ mod snapshot;
 mod store;
 pub mod value;
 
+pub use batch::MergedScan;
 pub use batch::{ApplyBatch, Durability};
 pub use compress::DecompressError;
 pub use error::{IntegrityReason, StoreError};
@@ -32,7 +33,6 @@ pub use key::KeyRange;
 pub use meta::{Applied, MAX_LOG_ID_LEN, RewriteTarget};
 pub use rewrite::{RewriteOptions, RewriteProgress};
 pub use snapshot::{EncryptionSnapshot, Record, SnapshotError, SnapshotHeader, SnapshotReader, SnapshotStats};
-pub use batch::MergedScan;
 pub use store::{Direction, KeyValue, Scan, ScanItem, Store, StoreOptions, Version};
 
 /// The largest value the store accepts (Redis's default `proto-max-bulk-len`).

@@ -122,7 +122,14 @@ pub(super) fn hstrlen(ctx: &mut Ctx<'_>, a: &Args<'_>) -> Res {
 }
 
 /// Writes a new value of one field, counting it if it is new.
-fn write_field(ctx: &mut Ctx<'_>, key: &[u8], live: Option<Live>, f: &[u8], existed: bool, v: &[u8]) -> Result<(), Fail> {
+fn write_field(
+    ctx: &mut Ctx<'_>,
+    key: &[u8],
+    live: Option<Live>,
+    f: &[u8],
+    existed: bool,
+    v: &[u8],
+) -> Result<(), Fail> {
     let n = hash_len(&live) + u64::from(!existed);
     ctx.put_element(key, f, v)?;
     let live = live_or_new(live);

@@ -55,7 +55,8 @@ fn expire_generic(ctx: &mut Ctx<'_>, a: &Args<'_>, ms: bool, absolute: bool, cmd
     let Some(live) = ctx.lookup_for_write(key, None)? else { return Ok(Reply::Int(0)) };
     let cur = live.expire;
     let at_ms = at.max(0) as u64;
-    let skip = (nx && cur != 0) || (xx && cur == 0) || (gt && (cur == 0 || at_ms <= cur)) || (lt && cur != 0 && at_ms >= cur);
+    let skip =
+        (nx && cur != 0) || (xx && cur == 0) || (gt && (cur == 0 || at_ms <= cur)) || (lt && cur != 0 && at_ms >= cur);
     if skip {
         return Ok(Reply::Int(0));
     }
@@ -206,7 +207,10 @@ pub(super) fn scan_opts(a: &Args<'_>, from: usize, allow_type: bool) -> Result<S
 
 /// Where a scan resumes: cursor 0 starts at `lo`; any other cursor must be one this node issued.
 pub(super) fn resume(ctx: &Ctx<'_>, cursor: &[u8], lo: Bound<Vec<u8>>) -> Result<Bound<Vec<u8>>, Fail> {
-    let c: u64 = std::str::from_utf8(cursor).ok().and_then(|s| s.parse().ok()).ok_or(Fail::Reply("ERR invalid cursor".into()))?;
+    let c: u64 = std::str::from_utf8(cursor)
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .ok_or(Fail::Reply("ERR invalid cursor".into()))?;
     if c == 0 {
         return Ok(lo);
     }

@@ -113,7 +113,13 @@ fn score_range(key: &[u8], min: f64, max: f64) -> (Bound<Vec<u8>>, Bound<Vec<u8>
 }
 
 /// Members with scores in [min, max] in order (or reverse).
-fn by_score(ctx: &Ctx<'_>, key: &[u8], min: ScoreBound, max: ScoreBound, rev: bool) -> Result<Vec<(Vec<u8>, f64)>, Fail> {
+fn by_score(
+    ctx: &Ctx<'_>,
+    key: &[u8],
+    min: ScoreBound,
+    max: ScoreBound,
+    rev: bool,
+) -> Result<Vec<(Vec<u8>, f64)>, Fail> {
     if min.0 > max.0 {
         return Ok(Vec::new());
     }

@@ -1,0 +1,464 @@
+//! Server-level commands answered by the connection itself: PING, ECHO, HELLO, AUTH, SELECT,
+//! TIME, CLIENT, COMMAND, CONFIG and INFO (whose replication section shows the Raft role and
+//! whose encryption section shows key ids and envelope state, never key bytes).
+
+use std::sync::atomic::Ordering;
+
+use openraft::ServerState;
+use sealkv_redis::cmd::{self, COMMANDS};
+use sealkv_redis::keyspace::glob;
+use sealkv_redis::{Group, Reply};
+
+use super::conn::{Client, Frontend, State, password_ok};
+use super::route;
+use crate::encryption;
+
+/// The Redis version sealkv reports, for clients that check features by version.
+pub const REDIS_VERSION: &str = "7.2.0";
+
+fn arg(args: &[Vec<u8>], i: usize) -> &[u8] {
+    args.get(i).map(Vec::as_slice).unwrap_or_default()
+}
+
+fn upper(b: &[u8]) -> Vec<u8> {
+    b.to_ascii_uppercase()
+}
+
+fn wrong_args(name: &str) -> Reply {
+    cmd::wrong_arity(name)
+}
+
+/// Runs PING, ECHO, HELLO, AUTH, SELECT, TIME, CLIENT, COMMAND, CONFIG or INFO.
+pub async fn server_command(fe: &Frontend, st: &mut State, args: &[Vec<u8>]) -> Reply {
+    let name = arg(args, 0).to_ascii_lowercase();
+    match name.as_slice() {
+        b"ping" => match args.len() {
+            1 => Reply::Simple("PONG".into()),
+            2 => Reply::bulk(arg(args, 1)),
+            _ => wrong_args("ping"),
+        },
+        b"echo" => Reply::bulk(arg(args, 1)),
+        b"select" => match arg(args, 1) {
+            b"0" => Reply::Ok,
+            _ => Reply::err("ERR DB index is out of range"),
+        },
+        b"time" => {
+            let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+            Reply::Array(vec![Reply::bulk(now.as_secs().to_string()), Reply::bulk(now.subsec_micros().to_string())])
+        }
+        b"auth" => auth(fe, st, args.get(1..).unwrap_or_default()),
+        b"hello" => hello(fe, st, args),
+        b"client" => client(fe, st, args),
+        b"command" => command(args),
+        b"config" => config(fe, args),
+        b"info" => info(fe, args).await,
+        _ => cmd::unknown(args),
+    }
+}
+
+fn auth(fe: &Frontend, st: &mut State, creds: &[Vec<u8>]) -> Reply {
+    let Some(expected) = &fe.opts.requirepass else {
+        return Reply::err(
+            "ERR AUTH <password> called without any password configured for the default user. Are you sure your configuration is correct?",
+        );
+    };
+    let (user, pass) = match creds {
+        [p] => (&b"default"[..], p.as_slice()),
+        [u, p] => (u.as_slice(), p.as_slice()),
+        _ => return Reply::err("ERR syntax error"),
+    };
+    if user == b"default" && password_ok(expected, pass) {
+        st.authed = true;
+        Reply::Ok
+    } else {
+        Reply::err("WRONGPASS invalid username-password pair or user is disabled.")
+    }
+}
+
+fn hello(fe: &Frontend, st: &mut State, args: &[Vec<u8>]) -> Reply {
+    let mut proto = if st.resp3 { 3 } else { 2 };
+    let mut i = 1;
+    if args.len() > 1 {
+        match std::str::from_utf8(arg(args, 1)).ok().and_then(|s| s.parse::<i64>().ok()) {
+            Some(p @ (2 | 3)) => proto = p,
+            Some(_) => return Reply::err("NOPROTO unsupported protocol version"),
+            None => return Reply::err("ERR Protocol version is not an integer or out of range"),
+        }
+        i = 2;
+    }
+    let mut setname = None;
+    while i < args.len() {
+        match upper(arg(args, i)).as_slice() {
+            b"AUTH" if i + 2 < args.len() => {
+                let r = auth(fe, st, args.get(i + 1..i + 3).unwrap_or_default());
+                if r.is_error() {
+                    return r;
+                }
+                i += 3;
+            }
+            b"SETNAME" if i + 1 < args.len() => {
+                setname = Some(arg(args, i + 1).to_vec());
+                i += 2;
+            }
+            _ => {
+                return Reply::err(format!(
+                    "ERR Syntax error in HELLO option '{}'",
+                    String::from_utf8_lossy(arg(args, i))
+                ));
+            }
+        }
+    }
+    if !st.authed {
+        return Reply::err(
+            "NOAUTH HELLO must be called with the client already authenticated, otherwise the HELLO <proto> AUTH <user> <pass> option can be used to authenticate the client and select the RESP protocol version at the same time",
+        );
+    }
+    if let Some(n) = setname {
+        if let Err(e) = set_name(&st.client, &n) {
+            return e;
+        }
+    }
+    st.resp3 = proto == 3;
+    st.client.resp.store(proto as u8, Ordering::Relaxed);
+    let role = if matches!(fe.core.coordinator.leader_elsewhere(), Ok(None)) { "master" } else { "replica" };
+    Reply::Map(vec![
+        (Reply::bulk("server"), Reply::bulk("redis")),
+        (Reply::bulk("version"), Reply::bulk(REDIS_VERSION)),
+        (Reply::bulk("proto"), Reply::Int(proto)),
+        (Reply::bulk("id"), Reply::Int(st.client.id as i64)),
+        (Reply::bulk("mode"), Reply::bulk("standalone")),
+        (Reply::bulk("role"), Reply::bulk(role)),
+        (Reply::bulk("modules"), Reply::Array(Vec::new())),
+    ])
+}
+
+fn set_name(c: &Client, n: &[u8]) -> Result<(), Reply> {
+    if n.iter().any(|b| *b <= b' ' || *b > b'~') {
+        return Err(Reply::err("ERR Client names cannot contain spaces, newlines or special characters."));
+    }
+    if let Ok(mut name) = c.name.lock() {
+        *name = n.to_vec();
+    }
+    Ok(())
+}
+
+fn client_line(c: &Client) -> String {
+    let name = c.name.lock().map(|n| String::from_utf8_lossy(&n).into_owned()).unwrap_or_default();
+    let (last, cmd) = c.last_cmd.lock().map(|l| l.clone()).unwrap_or((c.created, String::new()));
+    let (lib, ver) = c.lib.lock().map(|l| l.clone()).unwrap_or_default();
+    format!(
+        "id={} addr={} laddr={} fd=0 name={} age={} idle={} flags=N db=0 sub=0 psub=0 ssub=0 multi=-1 qbuf=0 qbuf-free=0 argv-mem=0 multi-mem=0 obl=0 oll=0 omem=0 tot-mem=0 events=r cmd={} user=default redir=-1 resp={} lib-name={} lib-ver={}",
+        c.id,
+        c.addr,
+        c.laddr,
+        name,
+        c.created.elapsed().as_secs(),
+        last.elapsed().as_secs(),
+        cmd,
+        c.resp.load(Ordering::Relaxed),
+        lib,
+        ver
+    )
+}
+
+fn client(fe: &Frontend, st: &mut State, args: &[Vec<u8>]) -> Reply {
+    let sub = upper(arg(args, 1));
+    let n = args.len();
+    match (sub.as_slice(), n) {
+        (b"ID", 2) => Reply::Int(st.client.id as i64),
+        (b"GETNAME", 2) => {
+            let name = st.client.name.lock().map(|n| n.clone()).unwrap_or_default();
+            if name.is_empty() { Reply::Nil } else { Reply::Bulk(name) }
+        }
+        (b"SETNAME", 3) => match set_name(&st.client, arg(args, 2)) {
+            Ok(()) => Reply::Ok,
+            Err(e) => e,
+        },
+        (b"SETINFO", 4) => {
+            let v = String::from_utf8_lossy(arg(args, 3)).replace([' ', '\n', '\r'], "");
+            let mut lib = match st.client.lib.lock() {
+                Ok(l) => l,
+                Err(_) => return Reply::Ok,
+            };
+            match upper(arg(args, 2)).as_slice() {
+                b"LIB-NAME" => lib.0 = v,
+                b"LIB-VER" => lib.1 = v,
+                _ => return Reply::err(format!("ERR Unrecognized option '{}'", String::from_utf8_lossy(arg(args, 2)))),
+            }
+            Reply::Ok
+        }
+        (b"INFO", 2) => Reply::bulk(format!("{}\n", client_line(&st.client))),
+        (b"LIST", _) => {
+            let mut ids: Option<Vec<u64>> = None;
+            let mut i = 2;
+            while i < n {
+                match upper(arg(args, i)).as_slice() {
+                    b"TYPE" if i + 1 < n => i += 2,
+                    b"ID" => {
+                        let parsed: Option<Vec<u64>> = args
+                            .get(i + 1..)
+                            .unwrap_or_default()
+                            .iter()
+                            .map(|a| std::str::from_utf8(a).ok().and_then(|s| s.parse().ok()))
+                            .collect();
+                        match parsed {
+                            Some(v) if !v.is_empty() => ids = Some(v),
+                            _ => return Reply::err("ERR Invalid client ID"),
+                        }
+                        i = n;
+                    }
+                    _ => return Reply::err("ERR syntax error"),
+                }
+            }
+            let mut s = String::new();
+            for c in fe.clients.all() {
+                if ids.as_ref().is_none_or(|v| v.contains(&c.id)) {
+                    s.push_str(&client_line(&c));
+                    s.push('\n');
+                }
+            }
+            Reply::bulk(s)
+        }
+        (b"KILL", 3) => {
+            // Old form: CLIENT KILL addr:port.
+            let target = String::from_utf8_lossy(arg(args, 2)).into_owned();
+            match fe.clients.all().into_iter().find(|c| c.addr == target) {
+                Some(c) => {
+                    kill(st, &c);
+                    Reply::Ok
+                }
+                None => Reply::err("ERR No such client"),
+            }
+        }
+        (b"KILL", _) => {
+            let mut by_id = None;
+            let mut by_addr = None;
+            let mut skipme = true;
+            let mut i = 2;
+            while i + 1 < n {
+                let v = arg(args, i + 1);
+                match upper(arg(args, i)).as_slice() {
+                    b"ID" => match std::str::from_utf8(v).ok().and_then(|s| s.parse::<u64>().ok()) {
+                        Some(id) => by_id = Some(id),
+                        None => return Reply::err("ERR client-id should be greater than 0"),
+                    },
+                    b"ADDR" => by_addr = Some(String::from_utf8_lossy(v).into_owned()),
+                    b"SKIPME" => match upper(v).as_slice() {
+                        b"YES" => skipme = true,
+                        b"NO" => skipme = false,
+                        _ => return Reply::err("ERR syntax error"),
+                    },
+                    _ => return Reply::err("ERR syntax error"),
+                }
+                i += 2;
+            }
+            if i != n {
+                return Reply::err("ERR syntax error");
+            }
+            let mut killed = 0;
+            for c in fe.clients.all() {
+                let hit = by_id.is_none_or(|id| c.id == id) && by_addr.as_ref().is_none_or(|a| c.addr == *a);
+                if hit && !(skipme && c.id == st.client.id) {
+                    kill(st, &c);
+                    killed += 1;
+                }
+            }
+            Reply::Int(killed)
+        }
+        (b"NO-EVICT" | b"NO-TOUCH", 3) => Reply::Ok,
+        (b"HELP", 2) => Reply::Array(
+            [
+                "CLIENT <subcommand>",
+                "ID",
+                "GETNAME",
+                "SETNAME <name>",
+                "SETINFO <LIB-NAME|LIB-VER> <value>",
+                "INFO",
+                "LIST [ID id ...]",
+                "KILL <addr> | KILL [ID id] [ADDR addr] [SKIPME yes|no]",
+            ]
+            .iter()
+            .map(|s| Reply::Simple((*s).into()))
+            .collect(),
+        ),
+        _ => Reply::err(format!(
+            "ERR unknown subcommand or wrong number of arguments for '{}'. Try CLIENT HELP.",
+            String::from_utf8_lossy(arg(args, 1))
+        )),
+    }
+}
+
+fn kill(st: &mut State, c: &Client) {
+    if c.id == st.client.id {
+        // Killing yourself: the reply is sent, then the connection closes.
+        st.quit = true;
+    } else {
+        c.kill();
+    }
+}
+
+fn command(args: &[Vec<u8>]) -> Reply {
+    let visible = || COMMANDS.iter().filter(|c| c.class != cmd::Class::Internal);
+    match upper(arg(args, 1)).as_slice() {
+        b"" => Reply::Array(visible().map(|c| c.info()).collect()),
+        b"COUNT" => Reply::Int(visible().count() as i64),
+        b"LIST" => Reply::Array(visible().map(|c| Reply::bulk(c.name)).collect()),
+        b"INFO" => {
+            let names = args.get(2..).unwrap_or_default();
+            if names.is_empty() {
+                return Reply::Array(visible().map(|c| c.info()).collect());
+            }
+            Reply::Array(
+                names
+                    .iter()
+                    .map(|n| match cmd::lookup(n) {
+                        Some(s) if s.class != cmd::Class::Internal => s.info(),
+                        _ => Reply::NilArray,
+                    })
+                    .collect(),
+            )
+        }
+        // Documentation is not served; an empty map is what redis-cli expects from a server
+        // without docs, and it then falls back to its built-in help.
+        b"DOCS" => Reply::Map(Vec::new()),
+        _ => {
+            Reply::err(format!("ERR unknown subcommand '{}'. Try COMMAND HELP.", String::from_utf8_lossy(arg(args, 1))))
+        }
+    }
+}
+
+fn config_values(fe: &Frontend) -> Vec<(&'static str, String)> {
+    vec![
+        ("appendonly", "yes".into()),
+        ("appendfsync", "always".into()),
+        ("save", String::new()),
+        ("databases", "1".into()),
+        ("maxclients", fe.opts.maxclients.to_string()),
+        ("maxmemory", "0".into()),
+        ("maxmemory-policy", "noeviction".into()),
+        ("timeout", "0".into()),
+        ("tcp-keepalive", "0".into()),
+        ("port", fe.port.to_string()),
+        ("proto-max-bulk-len", fe.opts.limits.max_bulk.to_string()),
+        ("cluster-enabled", "no".into()),
+        ("requirepass", if fe.opts.requirepass.is_some() { "********".into() } else { String::new() }),
+    ]
+}
+
+fn config(fe: &Frontend, args: &[Vec<u8>]) -> Reply {
+    match upper(arg(args, 1)).as_slice() {
+        b"GET" if args.len() >= 3 => {
+            let mut out = Vec::new();
+            for (k, v) in config_values(fe) {
+                if args.get(2..).unwrap_or_default().iter().any(|p| glob(&p.to_ascii_lowercase(), k.as_bytes())) {
+                    out.push((Reply::bulk(k), Reply::bulk(v)));
+                }
+            }
+            Reply::Map(out)
+        }
+        b"SET" if args.len() >= 4 && args.len() % 2 == 0 => {
+            // sealkv's settings are fixed at start (flags); CONFIG SET accepts only a value equal
+            // to the current one, so scripts that assert a setting keep working and nothing is
+            // silently ignored.
+            let current = config_values(fe);
+            for pair in args.get(2..).unwrap_or_default().chunks_exact(2) {
+                let (k, v) = (String::from_utf8_lossy(&pair[0]).to_lowercase(), &pair[1]);
+                match current.iter().find(|(n, _)| *n == k) {
+                    Some((_, cur)) if cur.as_bytes() == v.as_slice() => {}
+                    Some(_) => {
+                        return Reply::err(format!(
+                            "ERR CONFIG SET failed (possibly related to argument '{k}') - sealkv sets this with a server flag at start"
+                        ));
+                    }
+                    None => {
+                        return Reply::err(format!("ERR Unknown option or number of arguments for CONFIG SET - '{k}'"));
+                    }
+                }
+            }
+            Reply::Ok
+        }
+        b"RESETSTAT" if args.len() == 2 => Reply::Ok,
+        _ => Reply::err(format!(
+            "ERR unknown subcommand or wrong number of arguments for '{}'. Try CONFIG HELP.",
+            String::from_utf8_lossy(arg(args, 1))
+        )),
+    }
+}
+
+async fn info(fe: &Frontend, args: &[Vec<u8>]) -> Reply {
+    let wanted: Vec<String> =
+        args.get(1..).unwrap_or_default().iter().map(|a| String::from_utf8_lossy(a).to_lowercase()).collect();
+    let all = wanted.is_empty() || wanted.iter().any(|w| w == "all" || w == "everything" || w == "default");
+    let want = |s: &str| all || wanted.iter().any(|w| w == s);
+    let app = &fe.app;
+    let mut out = String::new();
+    if want("server") {
+        out.push_str(&format!(
+            "# Server\r\nredis_version:{REDIS_VERSION}\r\nsealkv_version:{}\r\nredis_mode:standalone\r\nos:{}\r\narch_bits:64\r\nprocess_id:{}\r\ntcp_port:{}\r\nuptime_in_seconds:{}\r\n\r\n",
+            env!("CARGO_PKG_VERSION"),
+            std::env::consts::OS,
+            std::process::id(),
+            fe.port,
+            fe.started.elapsed().as_secs()
+        ));
+    }
+    if want("clients") {
+        out.push_str(&format!(
+            "# Clients\r\nconnected_clients:{}\r\nmaxclients:{}\r\n\r\n",
+            fe.clients.len(),
+            fe.opts.maxclients
+        ));
+    }
+    if want("stats") {
+        out.push_str(&format!(
+            "# Stats\r\ntotal_commands_processed:{}\r\n\r\n",
+            fe.commands_processed.load(Ordering::Relaxed)
+        ));
+    }
+    if want("replication") {
+        let m = app.raft.metrics().borrow().clone();
+        let raft_role = match m.state {
+            ServerState::Leader => "leader",
+            ServerState::Follower => "follower",
+            ServerState::Candidate => "candidate",
+            ServerState::Learner => "learner",
+            ServerState::Shutdown => "shutdown",
+        };
+        let leader = m
+            .current_leader
+            .and_then(|l| m.membership_config.membership().get_node(&l).map(|n| n.name.clone()))
+            .unwrap_or_default();
+        let voters = m.membership_config.membership().voter_ids().count();
+        out.push_str(&format!(
+            "# Replication\r\nrole:{}\r\nraft_role:{raft_role}\r\nraft_node:{}\r\nraft_leader:{leader}\r\nraft_term:{}\r\nraft_last_applied:{}\r\nraft_voters:{voters}\r\nconnected_slaves:{}\r\n\r\n",
+            if raft_role == "leader" { "master" } else { "slave" },
+            app.name,
+            m.current_term,
+            m.last_applied.map(|l| l.index).unwrap_or(0),
+            if raft_role == "leader" { voters.saturating_sub(1) } else { 0 },
+        ));
+    }
+    if want("encryption") {
+        let e = encryption::local_state(app);
+        out.push_str(&format!(
+            "# Encryption\r\nencryption_enabled:{}\r\nstorage_envelope:{}\r\nraft_envelope_cutover_index:{}\r\nactive_storage_dek_id:{}\r\nactive_raft_dek_id:{}\r\nloaded_deks:{}\r\n\r\n",
+            if e.enabled { "yes" } else { "no" },
+            if e.storage_envelope { "on" } else { "off" },
+            e.raft_cutover_index,
+            e.active_storage,
+            e.active_raft,
+            e.keys.len()
+        ));
+    }
+    if want("keyspace") {
+        out.push_str("# Keyspace\r\n");
+        if let Ok(r) = route(&fe.core, false, vec![Group::single(vec![b"dbsize".to_vec()])]).await
+            && let Some(Reply::Int(n)) = r.first()
+            && *n > 0
+        {
+            out.push_str(&format!("db0:keys={n},expires=0,avg_ttl=0\r\n"));
+        }
+        out.push_str("\r\n");
+    }
+    Reply::Bulk(out.into_bytes())
+}

@@ -1,0 +1,85 @@
+//! The Redis frontend of a node: the RESP listener and connections ([`conn`]), the leader's
+//! command batcher ([`proposer`]), the expiry sweep ([`sweep`]) and the server-level replies
+//! (INFO, CONFIG, COMMAND, CLIENT: [`info`]).
+//!
+//! Routing: a connection sends each run of consecutive data commands to the leader as one
+//! request (forwarded over gRPC when this node is a follower). On the leader, writes join the
+//! proposer's next command-batch entry and their replies come from the apply; reads wait for a
+//! read barrier and run against the applied store.
+
+pub mod conn;
+pub mod info;
+pub mod proposer;
+pub mod sweep;
+
+use std::sync::Arc;
+
+use sealkv_raft::Shared;
+use sealkv_redis::cursor::Cursors;
+use sealkv_redis::machine;
+use sealkv_redis::reply::{decode_replies, encode_replies};
+use sealkv_redis::{Group, Reply, entry};
+
+use crate::api::{self, ApiError, Request, Response};
+use crate::coordinator::{Coordinator, now_ms};
+
+/// The leader-side half, owned by the node's `App`.
+pub struct Core {
+    coordinator: Arc<Coordinator>,
+    shared: Arc<Shared>,
+    proposer: proposer::Proposer,
+    cursors: Cursors,
+}
+
+impl Core {
+    /// Starts the proposer.
+    pub fn new(coordinator: Arc<Coordinator>, shared: Arc<Shared>) -> Arc<Core> {
+        let proposer = proposer::Proposer::start(coordinator.clone());
+        Arc::new(Core { coordinator, shared, proposer, cursors: Cursors::default() })
+    }
+
+    /// Runs groups on this node, which leads: one reply per group.
+    pub async fn lead(&self, write: bool, groups: Vec<Group>) -> Result<Vec<Reply>, ApiError> {
+        if write {
+            return self.proposer.submit(groups).await;
+        }
+        self.coordinator.read_barrier().await?;
+        let cmds: Vec<Vec<Vec<u8>>> = groups.into_iter().flat_map(|g| g.cmds).collect();
+        let seed = now_ms() ^ cmds.len() as u64;
+        Ok(machine::read(&self.shared.store, now_ms(), seed, &self.cursors, &cmds))
+    }
+
+    /// Answers a forwarded `Redis` request.
+    pub async fn lead_encoded(&self, write: bool, body: &[u8]) -> Result<Response, ApiError> {
+        let groups = entry::decode(body).map_err(|e| ApiError::new("InvalidArgument", e.to_string()))?;
+        let replies = self.lead(write, groups).await?;
+        Ok(Response::Redis { replies: encode_replies(&replies) })
+    }
+}
+
+/// Runs groups wherever the leader is: locally, or forwarded once over gRPC.
+pub async fn route(core: &Core, write: bool, groups: Vec<Group>) -> Result<Vec<Reply>, ApiError> {
+    let n = groups.len();
+    let replies = match core.coordinator.leader_elsewhere()? {
+        None => core.lead(write, groups).await?,
+        Some(addr) => match api::call(&addr, Request::Redis { write, body: entry::encode(&groups) }, true).await? {
+            Response::Redis { replies } => decode_replies(&replies)
+                .ok_or_else(|| ApiError::new("Internal", "the leader's replies did not decode"))?,
+            Response::Error(e) => return Err(e),
+            other => return Err(ApiError::new("Internal", format!("unexpected answer {other:?}"))),
+        },
+    };
+    if replies.len() != n {
+        return Err(ApiError::new("Internal", format!("{} replies for {n} commands", replies.len())));
+    }
+    Ok(replies)
+}
+
+/// A routing failure as a Redis error reply: retryable kinds become `TRYAGAIN`.
+pub fn error_reply(e: &ApiError) -> Reply {
+    match e.kind.as_str() {
+        "NotLeader" | "Unavailable" => Reply::err(format!("TRYAGAIN {}", e.message)),
+        "Halted" => Reply::err(format!("ERR node halted: {}", e.message)),
+        kind => Reply::err(format!("ERR {kind}: {}", e.message)),
+    }
+}

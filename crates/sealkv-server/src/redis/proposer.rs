@@ -1,0 +1,92 @@
+//! Group commit for Redis writes on the leader: commands from every connection that arrive while
+//! earlier entries are in flight are packed into the next command-batch entry, so one Raft round
+//! (log append, fsync, raft-envelope seal, apply batch) carries many commands.
+
+use std::sync::Arc;
+
+use sealkv_redis::reply::decode_replies;
+use sealkv_redis::{Group, Reply, entry};
+
+use tokio::sync::{Semaphore, mpsc, oneshot};
+
+use crate::api::ApiError;
+use crate::coordinator::Coordinator;
+
+/// Entries in flight at once; more writers wait and join the next, larger entry.
+const IN_FLIGHT: usize = 4;
+/// Caps on one entry.
+const MAX_GROUPS: usize = 4096;
+const MAX_BYTES: usize = 8 << 20;
+
+struct Job {
+    groups: Vec<Group>,
+    reply: oneshot::Sender<Result<Vec<Reply>, ApiError>>,
+}
+
+/// The batcher's handle.
+pub struct Proposer {
+    tx: mpsc::Sender<Job>,
+}
+
+impl Proposer {
+    /// Starts the batching task.
+    pub fn start(coordinator: Arc<Coordinator>) -> Proposer {
+        let (tx, rx) = mpsc::channel(16_384);
+        tokio::spawn(run(coordinator, rx));
+        Proposer { tx }
+    }
+
+    /// Proposes `groups` (in order, in one entry) and returns their replies once applied here.
+    pub async fn submit(&self, groups: Vec<Group>) -> Result<Vec<Reply>, ApiError> {
+        let (reply, rx) = oneshot::channel();
+        self.tx.send(Job { groups, reply }).await.map_err(|_| ApiError::new("Unavailable", "node is shutting down"))?;
+        rx.await.map_err(|_| ApiError::new("Unavailable", "node is shutting down"))?
+    }
+}
+
+async fn run(coordinator: Arc<Coordinator>, mut rx: mpsc::Receiver<Job>) {
+    let slots = Arc::new(Semaphore::new(IN_FLIGHT));
+    while let Some(first) = rx.recv().await {
+        let Ok(permit) = slots.clone().acquire_owned().await else { return };
+        let mut size: usize = first.groups.iter().map(Group::size).sum();
+        let mut count = first.groups.len();
+        let mut jobs = vec![first];
+        // Everything that queued while the slots were busy goes into this entry.
+        while size < MAX_BYTES && count < MAX_GROUPS {
+            match rx.try_recv() {
+                Ok(j) => {
+                    size += j.groups.iter().map(Group::size).sum::<usize>();
+                    count += j.groups.len();
+                    jobs.push(j);
+                }
+                Err(_) => break,
+            }
+        }
+        let coordinator = coordinator.clone();
+        tokio::spawn(async move {
+            let mut groups = Vec::with_capacity(count);
+            let mut waiters = Vec::with_capacity(jobs.len());
+            for j in jobs {
+                waiters.push((j.groups.len(), j.reply));
+                groups.extend(j.groups);
+            }
+            let result = coordinator.write_commands(&entry::encode(&groups)).await.and_then(|r| {
+                decode_replies(&r.out).ok_or_else(|| ApiError::new("Internal", "apply returned no replies"))
+            });
+            drop(permit);
+            match result {
+                Ok(replies) => {
+                    let mut it = replies.into_iter();
+                    for (n, tx) in waiters {
+                        let _ = tx.send(Ok(it.by_ref().take(n).collect()));
+                    }
+                }
+                Err(e) => {
+                    for (_, tx) in waiters {
+                        let _ = tx.send(Err(e.clone()));
+                    }
+                }
+            }
+        });
+    }
+}
