@@ -28,7 +28,7 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Runs one node of a cluster.
-    Server(node::ServerArgs),
+    Server(Box<node::ServerArgs>),
     /// Runs a local cluster of `sealkv server` processes for trying sealkv out.
     Dev(dev::DevArgs),
     /// Reads and writes keys through a node's gRPC endpoint.
@@ -59,7 +59,7 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Server(a) => {
                 init_tracing();
-                node::run(a).await.map(|()| ExitCode::SUCCESS)
+                node::run(*a).await.map(|()| ExitCode::SUCCESS)
             }
             Command::Dev(a) => dev::run(a).await.map(|()| ExitCode::SUCCESS),
             Command::Kv(a) => cli::kv(a).await,

@@ -74,7 +74,10 @@ pub(super) fn hmget(ctx: &mut Ctx<'_>, a: &Args<'_>) -> Res {
 }
 
 /// All (field, value) pairs of a live hash (empty if absent).
-fn all(ctx: &Ctx<'_>, key: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>, Fail> {
+/// (field, value) pairs.
+type Fields = Vec<(Vec<u8>, Vec<u8>)>;
+
+fn all(ctx: &Ctx<'_>, key: &[u8]) -> Result<Fields, Fail> {
     if ctx.lookup_kind(key, Kind::Hash)?.is_none() {
         return Ok(Vec::new());
     }

@@ -313,7 +313,7 @@ pub(super) fn zadd(ctx: &mut Ctx<'_>, a: &Args<'_>) -> Res {
     if nx && xx {
         return fail("ERR XX and NX options at the same time are not compatible");
     }
-    if (gt && nx) || (lt && nx) || (gt && lt) {
+    if (nx && (gt || lt)) || (gt && lt) {
         return fail("ERR GT, LT, and/or NX options at the same time are not compatible");
     }
     if incr && pairs.len() > 2 {
