@@ -83,17 +83,7 @@ pub(super) fn rpushx(ctx: &mut Ctx<'_>, a: &Args<'_>) -> Res {
 }
 
 fn pop_cmd(ctx: &mut Ctx<'_>, a: &Args<'_>, left: bool) -> Res {
-    let count = match a.from(2) {
-        [] => None,
-        [c] => {
-            let c = parse_int(c)?;
-            if c < 0 {
-                return fail(msg::NOT_POSITIVE);
-            }
-            Some(c as usize)
-        }
-        _ => return fail(msg::SYNTAX),
-    };
+    let count = a.pop_count(2)?;
     let got = pop(ctx, a.get(1), count.unwrap_or(1), left)?;
     Ok(match (count, got) {
         (None, Some(v)) => Reply::opt(v.into_iter().next()),

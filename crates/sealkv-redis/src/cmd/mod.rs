@@ -40,6 +40,19 @@ impl<'a> Args<'a> {
         self.0.is_empty()
     }
 
+    /// The optional non-negative count of LPOP/RPOP/ZPOPMIN/ZPOPMAX at position `i` (the last
+    /// argument): `None` when absent.
+    pub fn pop_count(&self, i: usize) -> Result<Option<usize>, Fail> {
+        match self.from(i) {
+            [] => Ok(None),
+            [c] => match crate::keyspace::parse_int(c)? {
+                n if n < 0 => crate::keyspace::fail(crate::keyspace::msg::NOT_POSITIVE),
+                n => Ok(Some(n as usize)),
+            },
+            _ => crate::keyspace::fail(crate::keyspace::msg::SYNTAX),
+        }
+    }
+
     /// The command name as sent.
     pub fn name(&self) -> String {
         String::from_utf8_lossy(self.get(0)).into_owned()

@@ -468,17 +468,7 @@ pub(super) fn zrevrank(ctx: &mut Ctx<'_>, a: &Args<'_>) -> Res {
 
 fn pop_generic(ctx: &mut Ctx<'_>, a: &Args<'_>, max: bool) -> Res {
     let key = a.get(1);
-    let count = match a.from(2) {
-        [] => None,
-        [c] => {
-            let c = parse_int(c)?;
-            if c < 0 {
-                return fail(msg::NOT_POSITIVE);
-            }
-            Some(c as usize)
-        }
-        _ => return fail(msg::SYNTAX),
-    };
+    let count = a.pop_count(2)?;
     let Some(live) = ctx.lookup_for_write(key, Some(Kind::ZSet))? else { return Ok(Reply::Array(Vec::new())) };
     let (l, h) = whole_index(key);
     let gone: Vec<(Vec<u8>, f64)> = walk(ctx, key, l, h, max).take(count.unwrap_or(1)).collect::<Result<_, _>>()?;
