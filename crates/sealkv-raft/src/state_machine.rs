@@ -277,7 +277,7 @@ impl StateMachine {
                     }
                     _ => return Err(self.halt(index, key_id, "command batch truncated")),
                 };
-                let Some(machine) = self.shared.machine.get().cloned() else {
+                let Some(machine) = self.shared.machine.get() else {
                     return Err(self.halt(index, key_id, "command batch entry but this node has no command machine"));
                 };
                 let ts = ts.max(self.last_ts.saturating_add(1));

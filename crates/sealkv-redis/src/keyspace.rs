@@ -2,6 +2,8 @@
 //! family shares (so "a key that expired reads as absent" and "an emptied collection is removed"
 //! are written once).
 
+use sealkv_store::live_at;
+
 use crate::db::{Db, DbError};
 use crate::layout::{self, Kind, Meta};
 use crate::reply::Reply;
@@ -64,6 +66,21 @@ pub struct Live {
     pub expire: u64,
 }
 
+impl Live {
+    /// The element count of a hash, set or sorted set (0 for other types).
+    pub fn count(&self) -> u64 {
+        match self.meta {
+            Meta::Hash(n) | Meta::Set(n) | Meta::ZSet(n) => n,
+            _ => 0,
+        }
+    }
+}
+
+/// The element count of a key that may be absent.
+pub fn count_of(l: &Option<Live>) -> u64 {
+    l.as_ref().map_or(0, Live::count)
+}
+
 /// Cursor state for SCAN-family reads on this node (see [`crate::cursor`]).
 pub use crate::cursor::Cursors;
 
@@ -107,7 +124,7 @@ impl<'a> Ctx<'a> {
 
     /// The live key, `None` if absent or expired.
     pub fn lookup(&self, key: &[u8]) -> Result<Option<Live>, Fail> {
-        Ok(self.raw(key)?.filter(|l| l.expire == 0 || l.expire > self.now()))
+        Ok(self.raw(key)?.filter(|l| live_at(l.expire, self.now())))
     }
 
     /// The live key if it has type `kind`; `WRONGTYPE` if it has another.
@@ -123,7 +140,7 @@ impl<'a> Ctx<'a> {
     pub fn lookup_for_write(&mut self, key: &[u8], kind: Option<Kind>) -> Result<Option<Live>, Fail> {
         match self.raw(key)? {
             None => Ok(None),
-            Some(l) if l.expire != 0 && l.expire <= self.now() => {
+            Some(l) if !live_at(l.expire, self.now()) => {
                 self.remove(key, &l)?;
                 Ok(None)
             }

@@ -11,24 +11,19 @@ use crate::keyspace::Ctx;
 use crate::layout;
 use crate::reply::{self, Reply};
 
-/// The command machine the apply hook calls for 0x08 entries.
-#[derive(Debug, Default)]
-pub struct CommandMachine;
-
-impl CommandMachine {
-    /// Applies an entry body at commit timestamp `ts`: the encoded replies (one per group), or
-    /// why apply must halt (a malformed body, a store failure).
-    pub fn apply(&self, batch: &mut ApplyBatch<'_>, ts: u64, body: &[u8]) -> Result<Vec<u8>, String> {
-        let groups = entry::decode(body).map_err(|e| e.to_string())?;
-        let mut replies = Vec::with_capacity(groups.len());
-        for (i, g) in groups.iter().enumerate() {
-            // Every group gets its own deterministic seed, so two SPOPs in one entry differ.
-            let seed = ts.rotate_left(17) ^ (i as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-            let mut db = BatchDb::new(batch, ts, seed);
-            replies.push(run_group(&mut db, None, g).map_err(|e| e.to_string())?);
-        }
-        Ok(reply::encode_replies(&replies))
+/// What the apply hook runs for 0x08 entries: applies an entry body at commit timestamp `ts`,
+/// returning the encoded replies (one per group), or why apply must halt (a malformed body, a
+/// store failure).
+pub fn apply(batch: &mut ApplyBatch<'_>, ts: u64, body: &[u8]) -> Result<Vec<u8>, String> {
+    let groups = entry::decode(body).map_err(|e| e.to_string())?;
+    let mut replies = Vec::with_capacity(groups.len());
+    for (i, g) in groups.iter().enumerate() {
+        // Every group gets its own deterministic seed, so two SPOPs in one entry differ.
+        let seed = ts.rotate_left(17) ^ (i as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        let mut db = BatchDb::new(batch, ts, seed);
+        replies.push(run_group(&mut db, None, g).map_err(|e| e.to_string())?);
     }
+    Ok(reply::encode_replies(&replies))
 }
 
 /// Runs one group: a single command's reply, or an EXEC's array (null when a watched key

@@ -2,7 +2,7 @@
 //! batch's read-your-writes) and read back through the leader's read path.
 
 use sealkv_redis::cursor::Cursors;
-use sealkv_redis::machine::{self, CommandMachine};
+use sealkv_redis::machine;
 use sealkv_redis::reply::decode_replies;
 use sealkv_redis::{Group, Reply, entry};
 use sealkv_store::{Applied, Durability, Store, StoreOptions};
@@ -31,7 +31,7 @@ impl Node {
         self.index += 1;
         let ts = (self.ms << 16) + self.index;
         let mut b = self.store.batch();
-        let out = CommandMachine.apply(&mut b, ts, &entry::encode(groups)).unwrap();
+        let out = machine::apply(&mut b, ts, &entry::encode(groups)).unwrap();
         b.commit(&Applied { index: self.index, log_id: vec![1] }, Durability::Buffered).unwrap();
         decode_replies(&out).unwrap()
     }

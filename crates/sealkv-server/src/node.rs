@@ -224,7 +224,6 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
             .await
             .with_context(|| format!("cannot listen on --listen-redis {addr}"))?;
         let fe = Arc::new(redis::conn::Frontend {
-            core: redis_core.clone(),
             app: app.clone(),
             opts: redis::conn::Options {
                 requirepass: args.requirepass.clone(),
@@ -337,7 +336,7 @@ struct RedisMachine;
 
 impl sealkv_raft::Machine for RedisMachine {
     fn apply(&self, batch: &mut sealkv_store::ApplyBatch<'_>, ts: u64, body: &[u8]) -> Result<Vec<u8>, String> {
-        sealkv_redis::machine::CommandMachine.apply(batch, ts, body)
+        sealkv_redis::machine::apply(batch, ts, body)
     }
 }
 

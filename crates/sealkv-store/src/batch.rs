@@ -115,17 +115,16 @@ impl ApplyBatch<'_> {
             (Bound::Included(a) | Bound::Excluded(a), Bound::Included(b) | Bound::Excluded(b)) => a >= b,
             _ => false,
         };
-        let mut overlay: VecDeque<(Vec<u8>, Option<Vec<u8>>)> = if empty {
+        let overlay: VecDeque<(Vec<u8>, Option<Vec<u8>>)> = if empty {
             VecDeque::new()
         } else {
-            self.pending
-                .range::<Vec<u8>, _>((lo.as_ref(), hi.as_ref()))
-                .map(|(k, v)| (k.clone(), v.value.as_ref().map(|(b, _)| b.clone())))
-                .collect()
+            let range = self.pending.range::<Vec<u8>, _>((lo.as_ref(), hi.as_ref()));
+            let entry = |(k, v): (&Vec<u8>, &Version)| (k.clone(), v.value.as_ref().map(|(b, _)| b.clone()));
+            match direction {
+                Direction::Forward => range.map(entry).collect(),
+                Direction::Reverse => range.rev().map(entry).collect(),
+            }
         };
-        if direction == Direction::Reverse {
-            overlay = overlay.into_iter().rev().collect();
-        }
         MergedScan {
             store: self.store.scan(&KeyRange::Bounds(lo, hi), u64::MAX, 0, direction).peekable(),
             overlay,

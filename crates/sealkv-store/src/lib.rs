@@ -24,8 +24,7 @@ mod snapshot;
 mod store;
 pub mod value;
 
-pub use batch::MergedScan;
-pub use batch::{ApplyBatch, Durability};
+pub use batch::{ApplyBatch, Durability, MergedScan};
 pub use compress::DecompressError;
 pub use error::{IntegrityReason, StoreError};
 pub use gc::{GcReport, SealedVersion, ValueCounts};
@@ -33,7 +32,7 @@ pub use key::KeyRange;
 pub use meta::{Applied, MAX_LOG_ID_LEN, RewriteTarget};
 pub use rewrite::{RewriteOptions, RewriteProgress};
 pub use snapshot::{EncryptionSnapshot, Record, SnapshotError, SnapshotHeader, SnapshotReader, SnapshotStats};
-pub use store::{Direction, KeyValue, Scan, ScanItem, Store, StoreOptions, Version};
+pub use store::{Direction, KeyValue, Scan, ScanItem, Store, StoreOptions, Version, live_at};
 
 /// The largest value the store accepts (Redis's default `proto-max-bulk-len`).
 pub const MAX_VALUE_LEN: usize = 512 << 20;

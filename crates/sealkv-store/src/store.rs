@@ -184,9 +184,7 @@ impl Store {
     /// `now_ms`. A version that fails any integrity check is an error, never `None`.
     pub fn get(&self, user_key: &[u8], read_ts: u64, now_ms: u64) -> Result<Option<Vec<u8>>, StoreError> {
         Ok(match self.version(user_key, read_ts)? {
-            Some(Version { value: Some((value, expire_at_ms)), .. }) if expire_at_ms == 0 || expire_at_ms > now_ms => {
-                Some(value)
-            }
+            Some(Version { value: Some((value, expire_at_ms)), .. }) if live_at(expire_at_ms, now_ms) => Some(value),
             _ => None,
         })
     }
@@ -288,9 +286,15 @@ pub enum Direction {
     Reverse,
 }
 
+/// Whether a value with expiry `expire_at_ms` (0 = never) is still live at `now_ms`: the one
+/// expiry rule of point reads and scans.
+pub fn live_at(expire_at_ms: u64, now_ms: u64) -> bool {
+    expire_at_ms == 0 || expire_at_ms > now_ms
+}
+
 fn visible(opened: Opened, now_ms: u64) -> Result<Option<Vec<u8>>, StoreError> {
     Ok(match opened {
-        Opened::Live { expire_at_ms, value } if expire_at_ms == 0 || expire_at_ms > now_ms => Some(value),
+        Opened::Live { expire_at_ms, value } if live_at(expire_at_ms, now_ms) => Some(value),
         _ => None,
     })
 }

@@ -2,16 +2,9 @@
 
 use super::Args;
 use super::keys::{scan_elements, scan_opts};
-use crate::keyspace::{Ctx, Fail, Live, Res, fail, float, int, msg, parse_int, upper};
+use crate::keyspace::{Ctx, Fail, Live, Res, count_of, fail, float, int, msg, parse_int, upper};
 use crate::layout::{Kind, Meta};
 use crate::reply::{Reply, format_double};
-
-fn hash_len(l: &Option<Live>) -> u64 {
-    match l {
-        Some(Live { meta: Meta::Hash(n), .. }) => *n,
-        _ => 0,
-    }
-}
 
 fn live_or_new(l: Option<Live>) -> Live {
     l.unwrap_or(Live { meta: Meta::Hash(0), expire: 0 })
@@ -23,7 +16,7 @@ pub(super) fn hset(ctx: &mut Ctx<'_>, a: &Args<'_>) -> Res {
     }
     let key = a.get(1);
     let live = ctx.lookup_for_write(key, Some(Kind::Hash))?;
-    let mut n = hash_len(&live);
+    let mut n = count_of(&live);
     let mut added = 0;
     for fv in a.from(2).chunks_exact(2) {
         if let [f, v] = fv {
@@ -45,7 +38,7 @@ pub(super) fn hsetnx(ctx: &mut Ctx<'_>, a: &Args<'_>) -> Res {
     if live.is_some() && ctx.element(key, a.get(2))?.is_some() {
         return Ok(Reply::Int(0));
     }
-    let n = hash_len(&live) + 1;
+    let n = count_of(&live) + 1;
     ctx.put_element(key, a.get(2), a.get(3))?;
     let live = live_or_new(live);
     ctx.save(key, &Meta::Hash(n), live.expire, live.expire)?;
@@ -99,7 +92,7 @@ pub(super) fn hvals(ctx: &mut Ctx<'_>, a: &Args<'_>) -> Res {
 pub(super) fn hdel(ctx: &mut Ctx<'_>, a: &Args<'_>) -> Res {
     let key = a.get(1);
     let Some(live) = ctx.lookup_for_write(key, Some(Kind::Hash))? else { return Ok(Reply::Int(0)) };
-    let mut n = hash_len(&Some(live.clone()));
+    let mut n = live.count();
     let mut removed = 0;
     for f in a.from(2) {
         if ctx.element(key, f)?.is_some() {
@@ -113,7 +106,7 @@ pub(super) fn hdel(ctx: &mut Ctx<'_>, a: &Args<'_>) -> Res {
 }
 
 pub(super) fn hlen(ctx: &mut Ctx<'_>, a: &Args<'_>) -> Res {
-    Ok(Reply::Int(hash_len(&ctx.lookup_kind(a.get(1), Kind::Hash)?) as i64))
+    Ok(Reply::Int(count_of(&ctx.lookup_kind(a.get(1), Kind::Hash)?) as i64))
 }
 
 pub(super) fn hexists(ctx: &mut Ctx<'_>, a: &Args<'_>) -> Res {
@@ -133,7 +126,7 @@ fn write_field(
     existed: bool,
     v: &[u8],
 ) -> Result<(), Fail> {
-    let n = hash_len(&live) + u64::from(!existed);
+    let n = count_of(&live) + u64::from(!existed);
     ctx.put_element(key, f, v)?;
     let live = live_or_new(live);
     ctx.save(key, &Meta::Hash(n), live.expire, live.expire)

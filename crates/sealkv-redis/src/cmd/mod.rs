@@ -279,8 +279,13 @@ pub static COMMANDS: &[Spec] = &[
 pub fn lookup(name: &[u8]) -> Option<&'static Spec> {
     static MAP: OnceLock<HashMap<&'static str, &'static Spec>> = OnceLock::new();
     let map = MAP.get_or_init(|| COMMANDS.iter().map(|s| (s.name, s)).collect());
-    let lower = std::str::from_utf8(name).ok()?.to_ascii_lowercase();
-    map.get(lower.as_str()).copied()
+    // Every command runs through here (twice: at the receiving node and at apply), so the name
+    // is lowercased on the stack; no command name is longer than 32 bytes.
+    let mut buf = [0u8; 32];
+    let lower = buf.get_mut(..name.len())?;
+    lower.copy_from_slice(name);
+    lower.make_ascii_lowercase();
+    map.get(std::str::from_utf8(lower).ok()?).copied()
 }
 
 /// Redis's reply to a command it does not know.

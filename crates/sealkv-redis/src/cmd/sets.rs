@@ -4,16 +4,9 @@ use std::collections::BTreeSet;
 
 use super::Args;
 use super::keys::{scan_elements, scan_opts};
-use crate::keyspace::{Ctx, Fail, Live, Res, fail, msg, parse_int, upper};
+use crate::keyspace::{Ctx, Fail, Res, count_of, fail, msg, parse_int, upper};
 use crate::layout::{Kind, Meta};
 use crate::reply::Reply;
-
-fn set_len(l: &Option<Live>) -> u64 {
-    match l {
-        Some(Live { meta: Meta::Set(n), .. }) => *n,
-        _ => 0,
-    }
-}
 
 /// Indexes into `len` items for a random pick of `count` (None: no count given). A positive
 /// count picks distinct items (at most `len`), a negative one may repeat.
@@ -48,7 +41,7 @@ pub(super) fn members(ctx: &Ctx<'_>, key: &[u8]) -> Result<Vec<Vec<u8>>, Fail> {
 /// Adds members; how many were new.
 fn add(ctx: &mut Ctx<'_>, key: &[u8], ms: &[Vec<u8>]) -> Result<i64, Fail> {
     let live = ctx.lookup_for_write(key, Some(Kind::Set))?;
-    let mut n = set_len(&live);
+    let mut n = count_of(&live);
     let mut added = 0;
     for m in ms {
         // Reads see this batch's writes, so a member repeated in one SADD counts once.
@@ -59,15 +52,18 @@ fn add(ctx: &mut Ctx<'_>, key: &[u8], ms: &[Vec<u8>]) -> Result<i64, Fail> {
         n += 1;
         added += 1;
     }
-    let expire = live.map_or(0, |l| l.expire);
-    ctx.save(key, &Meta::Set(n), expire, expire)?;
+    // Members that were all there already change nothing (and so do not trip a WATCH).
+    if added > 0 {
+        let expire = live.map_or(0, |l| l.expire);
+        ctx.save(key, &Meta::Set(n), expire, expire)?;
+    }
     Ok(added)
 }
 
 /// Removes members; how many were there.
 fn rem(ctx: &mut Ctx<'_>, key: &[u8], ms: &[Vec<u8>]) -> Result<i64, Fail> {
     let Some(live) = ctx.lookup_for_write(key, Some(Kind::Set))? else { return Ok(0) };
-    let mut n = set_len(&Some(live.clone()));
+    let mut n = live.count();
     let mut removed = 0;
     for m in ms {
         if ctx.element(key, m)?.is_some() {
@@ -109,7 +105,7 @@ pub(super) fn smismember(ctx: &mut Ctx<'_>, a: &Args<'_>) -> Res {
 }
 
 pub(super) fn scard(ctx: &mut Ctx<'_>, a: &Args<'_>) -> Res {
-    Ok(Reply::Int(set_len(&ctx.lookup_kind(a.get(1), Kind::Set)?) as i64))
+    Ok(Reply::Int(count_of(&ctx.lookup_kind(a.get(1), Kind::Set)?) as i64))
 }
 
 fn count_arg(a: &Args<'_>) -> Result<Option<i64>, Fail> {

@@ -8,7 +8,7 @@ use std::ops::Bound;
 use super::Args;
 use super::keys::{scan_elements, scan_opts};
 use super::strings::range;
-use crate::keyspace::{Ctx, Fail, Live, Res, fail, float, msg, parse_int, upper};
+use crate::keyspace::{Ctx, Fail, Live, Res, count_of, fail, float, msg, parse_int, upper};
 use crate::layout::{self, Kind, Meta, sortable, unsortable};
 use crate::reply::{Reply, format_double};
 
@@ -28,13 +28,6 @@ fn index_sub(score: f64, m: &[u8]) -> Vec<u8> {
     v.extend_from_slice(&sortable(score));
     v.extend_from_slice(m);
     v
-}
-
-fn zlen(l: &Option<Live>) -> u64 {
-    match l {
-        Some(Live { meta: Meta::ZSet(n), .. }) => *n,
-        _ => 0,
-    }
 }
 
 fn decode_score(b: &[u8]) -> Result<f64, Fail> {
@@ -202,7 +195,7 @@ fn select(ctx: &Ctx<'_>, key: &[u8], lo: &[u8], hi: &[u8], spec: &RangeSpec) -> 
     let mut out = match spec.by {
         By::Rank => {
             let (s, e) = (parse_int(lo)?, parse_int(hi)?);
-            let Some((s, e)) = range(s, e, zlen(&Some(live)) as usize) else { return Ok(Vec::new()) };
+            let Some((s, e)) = range(s, e, live.count() as usize) else { return Ok(Vec::new()) };
             let (l, h) = whole_index(key);
             walk(ctx, key, l, h, spec.rev).skip(s).take(e - s + 1).collect::<Result<Vec<_>, _>>()?
         }
@@ -326,7 +319,7 @@ pub(super) fn zadd(ctx: &mut Ctx<'_>, a: &Args<'_>) -> Res {
         }
     }
     let live = ctx.lookup_for_write(key, Some(Kind::ZSet))?;
-    let mut n = zlen(&live);
+    let mut n = count_of(&live);
     let (mut added, mut changed) = (0i64, 0i64);
     let mut incr_result = None;
     for (score, m) in parsed {
@@ -375,7 +368,7 @@ pub(super) fn zincrby(ctx: &mut Ctx<'_>, a: &Args<'_>) -> Res {
         return fail("ERR resulting score is not a number (NaN)");
     }
     put_member(ctx, key, m, new, old)?;
-    let n = zlen(&live) + u64::from(old.is_none());
+    let n = count_of(&live) + u64::from(old.is_none());
     let expire = live.as_ref().map_or(0, |l| l.expire);
     ctx.save(key, &Meta::ZSet(n), expire, expire)?;
     Ok(Reply::Double(new))
@@ -386,7 +379,7 @@ fn remove_members(ctx: &mut Ctx<'_>, key: &[u8], live: &Live, gone: &[(Vec<u8>, 
     for (m, s) in gone {
         del_member(ctx, key, m, *s)?;
     }
-    let n = zlen(&Some(live.clone())).saturating_sub(gone.len() as u64);
+    let n = live.count().saturating_sub(gone.len() as u64);
     ctx.save_or_remove(key, Meta::ZSet(n), live)
 }
 
@@ -426,7 +419,7 @@ pub(super) fn zmscore(ctx: &mut Ctx<'_>, a: &Args<'_>) -> Res {
 }
 
 pub(super) fn zcard(ctx: &mut Ctx<'_>, a: &Args<'_>) -> Res {
-    Ok(Reply::Int(zlen(&ctx.lookup_kind(a.get(1), Kind::ZSet)?) as i64))
+    Ok(Reply::Int(count_of(&ctx.lookup_kind(a.get(1), Kind::ZSet)?) as i64))
 }
 
 pub(super) fn zcount(ctx: &mut Ctx<'_>, a: &Args<'_>) -> Res {
@@ -499,7 +492,7 @@ pub(super) fn zremrangebyrank(ctx: &mut Ctx<'_>, a: &Args<'_>) -> Res {
     let key = a.get(1);
     let (s, e) = (parse_int(a.get(2))?, parse_int(a.get(3))?);
     let Some(live) = ctx.lookup_for_write(key, Some(Kind::ZSet))? else { return Ok(Reply::Int(0)) };
-    let Some((s, e)) = range(s, e, zlen(&Some(live.clone())) as usize) else { return Ok(Reply::Int(0)) };
+    let Some((s, e)) = range(s, e, live.count() as usize) else { return Ok(Reply::Int(0)) };
     let (l, h) = whole_index(key);
     let gone: Vec<(Vec<u8>, f64)> = walk(ctx, key, l, h, false).skip(s).take(e - s + 1).collect::<Result<_, _>>()?;
     remove_members(ctx, key, &live, &gone)?;

@@ -19,7 +19,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::TcpListener;
 use tokio::sync::Notify;
 
-use super::{Core, error_reply, info, route};
+use super::{error_reply, info, route};
 use crate::node::App;
 
 /// Frontend settings.
@@ -35,7 +35,7 @@ pub struct Options {
 
 /// What a node's RESP frontend shares across connections.
 pub struct Frontend {
-    pub(crate) core: Arc<Core>,
+    /// The node; its `redis` half routes and leads the commands.
     pub(crate) app: Arc<App>,
     pub(crate) opts: Options,
     pub(crate) clients: Clients,
@@ -52,7 +52,7 @@ pub struct Client {
     pub(crate) name: Mutex<Vec<u8>>,
     pub(crate) lib: Mutex<(String, String)>,
     pub(crate) created: Instant,
-    pub(crate) last_cmd: Mutex<(Instant, String)>,
+    pub(crate) last_cmd: Mutex<(Instant, &'static str)>,
     pub(crate) resp: AtomicU8,
     pub(crate) kill: Notify,
     pub(crate) killed: AtomicBool,
@@ -75,7 +75,7 @@ impl Clients {
             name: Mutex::new(Vec::new()),
             lib: Mutex::new(Default::default()),
             created: Instant::now(),
-            last_cmd: Mutex::new((Instant::now(), "NULL".into())),
+            last_cmd: Mutex::new((Instant::now(), "NULL")),
             resp: AtomicU8::new(2),
             kill: Notify::new(),
             killed: AtomicBool::new(false),
@@ -224,18 +224,30 @@ fn is(args: &[Vec<u8>], names: &[&str]) -> bool {
 }
 
 /// Answers parsed commands in order into `out`.
-async fn process(fe: &Frontend, st: &mut State, mut cmds: VecDeque<Vec<Vec<u8>>>, out: &mut Vec<u8>) {
+async fn process(fe: &Frontend, st: &mut State, cmds: VecDeque<Vec<Vec<u8>>>, out: &mut Vec<u8>) {
+    // CLIENT LIST shows the last command; it is recorded once per read, not per command.
+    let mut last = "";
+    answer(fe, st, cmds, out, &mut last).await;
+    if !last.is_empty()
+        && let Ok(mut l) = st.client.last_cmd.lock()
+    {
+        *l = (Instant::now(), last);
+    }
+}
+
+async fn answer(
+    fe: &Frontend,
+    st: &mut State,
+    mut cmds: VecDeque<Vec<Vec<u8>>>,
+    out: &mut Vec<u8>,
+    last: &mut &'static str,
+) {
     while let Some(args) = cmds.pop_front() {
         if st.quit {
             return;
         }
         fe.commands_processed.fetch_add(1, Ordering::Relaxed);
-        if let Ok(mut l) = st.client.last_cmd.lock() {
-            *l = (
-                Instant::now(),
-                String::from_utf8_lossy(args.first().map(Vec::as_slice).unwrap_or_default()).to_lowercase(),
-            );
-        }
+        *last = cmd::lookup(args.first().map(Vec::as_slice).unwrap_or_default()).map_or("unknown", |s| s.name);
         if !st.authed && !is(&args, &["auth", "hello", "quit"]) {
             Reply::err("NOAUTH Authentication required.").write_to(out, st.resp3);
             continue;
@@ -288,7 +300,7 @@ async fn process(fe: &Frontend, st: &mut State, mut cmds: VecDeque<Vec<Vec<u8>>>
             }
         }
         let n = groups.len();
-        match route(&fe.core, write, groups).await {
+        match route(&fe.app.redis, write, groups).await {
             Ok(replies) => replies.iter().for_each(|r| r.write_to(out, st.resp3)),
             Err(e) => {
                 let r = error_reply(&e);
@@ -329,7 +341,7 @@ async fn connection_command(fe: &Frontend, st: &mut State, args: &[Vec<u8>]) -> 
                 return Reply::err("EXECABORT Transaction discarded because of previous errors.");
             }
             let group = Group { watches, cmds: queued, exec: true };
-            match route(&fe.core, true, vec![group]).await {
+            match route(&fe.app.redis, true, vec![group]).await {
                 Ok(mut r) => r.pop().unwrap_or(Reply::NilArray),
                 Err(e) => error_reply(&e),
             }
@@ -341,7 +353,7 @@ async fn connection_command(fe: &Frontend, st: &mut State, args: &[Vec<u8>]) -> 
             let keys: Vec<Vec<u8>> = args.get(1..).unwrap_or_default().to_vec();
             let mut q = vec![b"__versions".to_vec()];
             q.extend(keys.iter().cloned());
-            match route(&fe.core, false, vec![Group::single(q)]).await {
+            match route(&fe.app.redis, false, vec![Group::single(q)]).await {
                 Ok(r) => match r.first() {
                     Some(Reply::Array(vs)) => {
                         for (k, v) in keys.into_iter().zip(vs) {

@@ -5,8 +5,8 @@
 use std::sync::atomic::Ordering;
 
 use openraft::ServerState;
-use sealkv_redis::cmd::{self, COMMANDS};
-use sealkv_redis::keyspace::glob;
+use sealkv_redis::cmd::{self, Args, COMMANDS};
+use sealkv_redis::keyspace::{glob, upper};
 use sealkv_redis::{Group, Reply};
 
 use super::conn::{Client, Frontend, State, password_ok};
@@ -16,29 +16,17 @@ use crate::encryption;
 /// The Redis version sealkv reports, for clients that check features by version.
 pub const REDIS_VERSION: &str = "7.2.0";
 
-fn arg(args: &[Vec<u8>], i: usize) -> &[u8] {
-    args.get(i).map(Vec::as_slice).unwrap_or_default()
-}
-
-fn upper(b: &[u8]) -> Vec<u8> {
-    b.to_ascii_uppercase()
-}
-
-fn wrong_args(name: &str) -> Reply {
-    cmd::wrong_arity(name)
-}
-
 /// Runs PING, ECHO, HELLO, AUTH, SELECT, TIME, CLIENT, COMMAND, CONFIG or INFO.
 pub async fn server_command(fe: &Frontend, st: &mut State, args: &[Vec<u8>]) -> Reply {
-    let name = arg(args, 0).to_ascii_lowercase();
+    let name = Args(args).get(0).to_ascii_lowercase();
     match name.as_slice() {
         b"ping" => match args.len() {
             1 => Reply::Simple("PONG".into()),
-            2 => Reply::bulk(arg(args, 1)),
-            _ => wrong_args("ping"),
+            2 => Reply::bulk(Args(args).get(1)),
+            _ => cmd::wrong_arity("ping"),
         },
-        b"echo" => Reply::bulk(arg(args, 1)),
-        b"select" => match arg(args, 1) {
+        b"echo" => Reply::bulk(Args(args).get(1)),
+        b"select" => match Args(args).get(1) {
             b"0" => Reply::Ok,
             _ => Reply::err("ERR DB index is out of range"),
         },
@@ -79,7 +67,7 @@ fn hello(fe: &Frontend, st: &mut State, args: &[Vec<u8>]) -> Reply {
     let mut proto = if st.resp3 { 3 } else { 2 };
     let mut i = 1;
     if args.len() > 1 {
-        match std::str::from_utf8(arg(args, 1)).ok().and_then(|s| s.parse::<i64>().ok()) {
+        match std::str::from_utf8(Args(args).get(1)).ok().and_then(|s| s.parse::<i64>().ok()) {
             Some(p @ (2 | 3)) => proto = p,
             Some(_) => return Reply::err("NOPROTO unsupported protocol version"),
             None => return Reply::err("ERR Protocol version is not an integer or out of range"),
@@ -88,7 +76,7 @@ fn hello(fe: &Frontend, st: &mut State, args: &[Vec<u8>]) -> Reply {
     }
     let mut setname = None;
     while i < args.len() {
-        match upper(arg(args, i)).as_slice() {
+        match upper(Args(args).get(i)).as_slice() {
             b"AUTH" if i + 2 < args.len() => {
                 let r = auth(fe, st, args.get(i + 1..i + 3).unwrap_or_default());
                 if r.is_error() {
@@ -97,13 +85,13 @@ fn hello(fe: &Frontend, st: &mut State, args: &[Vec<u8>]) -> Reply {
                 i += 3;
             }
             b"SETNAME" if i + 1 < args.len() => {
-                setname = Some(arg(args, i + 1).to_vec());
+                setname = Some(Args(args).get(i + 1).to_vec());
                 i += 2;
             }
             _ => {
                 return Reply::err(format!(
                     "ERR Syntax error in HELLO option '{}'",
-                    String::from_utf8_lossy(arg(args, i))
+                    String::from_utf8_lossy(Args(args).get(i))
                 ));
             }
         }
@@ -120,7 +108,7 @@ fn hello(fe: &Frontend, st: &mut State, args: &[Vec<u8>]) -> Reply {
     }
     st.resp3 = proto == 3;
     st.client.resp.store(proto as u8, Ordering::Relaxed);
-    let role = if matches!(fe.core.coordinator.leader_elsewhere(), Ok(None)) { "master" } else { "replica" };
+    let role = if matches!(fe.app.redis.coordinator.leader_elsewhere(), Ok(None)) { "master" } else { "replica" };
     Reply::Map(vec![
         (Reply::bulk("server"), Reply::bulk("redis")),
         (Reply::bulk("version"), Reply::bulk(REDIS_VERSION)),
@@ -144,7 +132,7 @@ fn set_name(c: &Client, n: &[u8]) -> Result<(), Reply> {
 
 fn client_line(c: &Client) -> String {
     let name = c.name.lock().map(|n| String::from_utf8_lossy(&n).into_owned()).unwrap_or_default();
-    let (last, cmd) = c.last_cmd.lock().map(|l| l.clone()).unwrap_or((c.created, String::new()));
+    let (last, cmd) = c.last_cmd.lock().map(|l| *l).unwrap_or((c.created, "NULL"));
     let (lib, ver) = c.lib.lock().map(|l| l.clone()).unwrap_or_default();
     format!(
         "id={} addr={} laddr={} fd=0 name={} age={} idle={} flags=N db=0 sub=0 psub=0 ssub=0 multi=-1 qbuf=0 qbuf-free=0 argv-mem=0 multi-mem=0 obl=0 oll=0 omem=0 tot-mem=0 events=r cmd={} user=default redir=-1 resp={} lib-name={} lib-ver={}",
@@ -162,7 +150,7 @@ fn client_line(c: &Client) -> String {
 }
 
 fn client(fe: &Frontend, st: &mut State, args: &[Vec<u8>]) -> Reply {
-    let sub = upper(arg(args, 1));
+    let sub = upper(Args(args).get(1));
     let n = args.len();
     match (sub.as_slice(), n) {
         (b"ID", 2) => Reply::Int(st.client.id as i64),
@@ -170,20 +158,25 @@ fn client(fe: &Frontend, st: &mut State, args: &[Vec<u8>]) -> Reply {
             let name = st.client.name.lock().map(|n| n.clone()).unwrap_or_default();
             if name.is_empty() { Reply::Nil } else { Reply::Bulk(name) }
         }
-        (b"SETNAME", 3) => match set_name(&st.client, arg(args, 2)) {
+        (b"SETNAME", 3) => match set_name(&st.client, Args(args).get(2)) {
             Ok(()) => Reply::Ok,
             Err(e) => e,
         },
         (b"SETINFO", 4) => {
-            let v = String::from_utf8_lossy(arg(args, 3)).replace([' ', '\n', '\r'], "");
+            let v = String::from_utf8_lossy(Args(args).get(3)).replace([' ', '\n', '\r'], "");
             let mut lib = match st.client.lib.lock() {
                 Ok(l) => l,
                 Err(_) => return Reply::Ok,
             };
-            match upper(arg(args, 2)).as_slice() {
+            match upper(Args(args).get(2)).as_slice() {
                 b"LIB-NAME" => lib.0 = v,
                 b"LIB-VER" => lib.1 = v,
-                _ => return Reply::err(format!("ERR Unrecognized option '{}'", String::from_utf8_lossy(arg(args, 2)))),
+                _ => {
+                    return Reply::err(format!(
+                        "ERR Unrecognized option '{}'",
+                        String::from_utf8_lossy(Args(args).get(2))
+                    ));
+                }
             }
             Reply::Ok
         }
@@ -192,7 +185,7 @@ fn client(fe: &Frontend, st: &mut State, args: &[Vec<u8>]) -> Reply {
             let mut ids: Option<Vec<u64>> = None;
             let mut i = 2;
             while i < n {
-                match upper(arg(args, i)).as_slice() {
+                match upper(Args(args).get(i)).as_slice() {
                     b"TYPE" if i + 1 < n => i += 2,
                     b"ID" => {
                         let parsed: Option<Vec<u64>> = args
@@ -221,7 +214,7 @@ fn client(fe: &Frontend, st: &mut State, args: &[Vec<u8>]) -> Reply {
         }
         (b"KILL", 3) => {
             // Old form: CLIENT KILL addr:port.
-            let target = String::from_utf8_lossy(arg(args, 2)).into_owned();
+            let target = String::from_utf8_lossy(Args(args).get(2)).into_owned();
             match fe.clients.all().into_iter().find(|c| c.addr == target) {
                 Some(c) => {
                     kill(st, &c);
@@ -236,8 +229,8 @@ fn client(fe: &Frontend, st: &mut State, args: &[Vec<u8>]) -> Reply {
             let mut skipme = true;
             let mut i = 2;
             while i + 1 < n {
-                let v = arg(args, i + 1);
-                match upper(arg(args, i)).as_slice() {
+                let v = Args(args).get(i + 1);
+                match upper(Args(args).get(i)).as_slice() {
                     b"ID" => match std::str::from_utf8(v).ok().and_then(|s| s.parse::<u64>().ok()) {
                         Some(id) => by_id = Some(id),
                         None => return Reply::err("ERR client-id should be greater than 0"),
@@ -283,7 +276,7 @@ fn client(fe: &Frontend, st: &mut State, args: &[Vec<u8>]) -> Reply {
         ),
         _ => Reply::err(format!(
             "ERR unknown subcommand or wrong number of arguments for '{}'. Try CLIENT HELP.",
-            String::from_utf8_lossy(arg(args, 1))
+            String::from_utf8_lossy(Args(args).get(1))
         )),
     }
 }
@@ -299,7 +292,7 @@ fn kill(st: &mut State, c: &Client) {
 
 fn command(args: &[Vec<u8>]) -> Reply {
     let visible = || COMMANDS.iter().filter(|c| c.class != cmd::Class::Internal);
-    match upper(arg(args, 1)).as_slice() {
+    match upper(Args(args).get(1)).as_slice() {
         b"" => Reply::Array(visible().map(|c| c.info()).collect()),
         b"COUNT" => Reply::Int(visible().count() as i64),
         b"LIST" => Reply::Array(visible().map(|c| Reply::bulk(c.name)).collect()),
@@ -321,9 +314,10 @@ fn command(args: &[Vec<u8>]) -> Reply {
         // Documentation is not served; an empty map is what redis-cli expects from a server
         // without docs, and it then falls back to its built-in help.
         b"DOCS" => Reply::Map(Vec::new()),
-        _ => {
-            Reply::err(format!("ERR unknown subcommand '{}'. Try COMMAND HELP.", String::from_utf8_lossy(arg(args, 1))))
-        }
+        _ => Reply::err(format!(
+            "ERR unknown subcommand '{}'. Try COMMAND HELP.",
+            String::from_utf8_lossy(Args(args).get(1))
+        )),
     }
 }
 
@@ -346,7 +340,7 @@ fn config_values(fe: &Frontend) -> Vec<(&'static str, String)> {
 }
 
 fn config(fe: &Frontend, args: &[Vec<u8>]) -> Reply {
-    match upper(arg(args, 1)).as_slice() {
+    match upper(Args(args).get(1)).as_slice() {
         b"GET" if args.len() >= 3 => {
             let mut out = Vec::new();
             for (k, v) in config_values(fe) {
@@ -380,7 +374,7 @@ fn config(fe: &Frontend, args: &[Vec<u8>]) -> Reply {
         b"RESETSTAT" if args.len() == 2 => Reply::Ok,
         _ => Reply::err(format!(
             "ERR unknown subcommand or wrong number of arguments for '{}'. Try CONFIG HELP.",
-            String::from_utf8_lossy(arg(args, 1))
+            String::from_utf8_lossy(Args(args).get(1))
         )),
     }
 }
@@ -452,7 +446,7 @@ async fn info(fe: &Frontend, args: &[Vec<u8>]) -> Reply {
     }
     if want("keyspace") {
         out.push_str("# Keyspace\r\n");
-        if let Ok(r) = route(&fe.core, false, vec![Group::single(vec![b"dbsize".to_vec()])]).await
+        if let Ok(r) = route(&fe.app.redis, false, vec![Group::single(vec![b"dbsize".to_vec()])]).await
             && let Some(Reply::Int(n)) = r.first()
             && *n > 0
         {
