@@ -1,7 +1,7 @@
 //! The apply batch: every write of one Raft entry (data versions, registry rows, store metadata)
 //! plus the new applied position, committed as ONE atomic fjall batch.
 
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::ops::Bound;
 use std::sync::atomic::Ordering;
 
@@ -10,6 +10,7 @@ use sealkv_crypto::registry::{RegistryStore, Row, RowKey, StoreError as Registry
 
 use crate::error::StoreError;
 use crate::key::{self, KeyRange};
+use crate::latest;
 use crate::meta::{self, Applied, MAX_LOG_ID_LEN};
 use crate::store::{Direction, Scan, ScanItem, Store, Version};
 use crate::value::ValueHeader;
@@ -50,6 +51,8 @@ pub struct ApplyBatch<'s> {
     /// Every data write of this batch by user key, so reads during apply see the batch's own
     /// earlier writes (one entry's INCR after another's in the same apply call).
     pending: BTreeMap<Vec<u8>, Version>,
+    /// The newest commit ts this batch wrote per version prefix, for the newest-version index.
+    newest: HashMap<Vec<u8>, u64>,
 }
 
 impl std::fmt::Debug for ApplyBatch<'_> {
@@ -71,6 +74,7 @@ impl Store {
             rows: BTreeMap::new(),
             removed_deks: BTreeSet::new(),
             pending: BTreeMap::new(),
+            newest: HashMap::new(),
         }
     }
 }
@@ -84,6 +88,7 @@ impl ApplyBatch<'_> {
         }
         let mvcc_key = self.version_key(user_key, commit_ts)?;
         let stored = self.store.crypto.encode_live(self.since.is_some(), &mvcc_key, value, expire_at_ms)?;
+        self.index_newest(&mvcc_key, commit_ts)?;
         self.inner.insert(&self.store.data, mvcc_key, stored);
         self.pending.insert(user_key.to_vec(), Version { ts: commit_ts, value: Some((value.to_vec(), expire_at_ms)) });
         Ok(())
@@ -92,6 +97,7 @@ impl ApplyBatch<'_> {
     /// Writes a tombstone for `user_key` at `commit_ts`.
     pub fn delete(&mut self, user_key: &[u8], commit_ts: u64) -> Result<(), StoreError> {
         let mvcc_key = self.version_key(user_key, commit_ts)?;
+        self.index_newest(&mvcc_key, commit_ts)?;
         self.inner.insert(&self.store.data, mvcc_key, ValueHeader::TOMBSTONE.encode());
         self.pending.insert(user_key.to_vec(), Version { ts: commit_ts, value: None });
         Ok(())
@@ -139,6 +145,24 @@ impl ApplyBatch<'_> {
         let k = key::encode(user_key, commit_ts)?;
         self.max_ts = self.max_ts.max(commit_ts);
         Ok(k)
+    }
+
+    /// Points the newest-version index at this write unless the key already has a newer version
+    /// (entries can carry timestamps out of log order). A write at or above every timestamp the
+    /// store has seen needs no lookup; only such an older-timestamp write reads the index.
+    /// Must run after [`Self::version_key`] has raised `max_ts` to cover `commit_ts`.
+    fn index_newest(&mut self, mvcc_key: &[u8], commit_ts: u64) -> Result<(), StoreError> {
+        let prefix = mvcc_key.get(..mvcc_key.len().saturating_sub(8)).unwrap_or_default();
+        let newest = match self.newest.get(prefix) {
+            Some(&ts) => Some(ts),
+            None if commit_ts >= self.max_ts => None,
+            None => self.store.indexed_ts(prefix)?,
+        };
+        if newest.is_none_or(|ts| commit_ts >= ts) {
+            self.inner.insert(&self.store.latest, prefix, latest::encode_ts(commit_ts));
+            self.newest.insert(prefix.to_vec(), commit_ts);
+        }
+        Ok(())
     }
 
     /// Turns the storage envelope on from this point of the apply stream: this batch's later writes

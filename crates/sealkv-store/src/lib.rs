@@ -17,6 +17,7 @@ mod compress;
 mod error;
 mod gc;
 pub mod key;
+mod latest;
 mod meta;
 mod rewrite;
 mod seal;

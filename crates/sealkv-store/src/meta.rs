@@ -17,6 +17,9 @@ pub(crate) const REWRITE_CURSOR: &[u8] = b"rewrite_cursor";
 pub(crate) const INSTALLING: &[u8] = b"installing";
 /// Whether the data keyspace was created with fjall block compression (1) or without (0).
 pub(crate) const BLOCK_COMPRESSION: &[u8] = b"block_compression";
+/// Present once the newest-version index (`latest.rs`) covers every stored key. Node-local, like
+/// the index itself, and kept across a wipe (the wipe empties the index too).
+pub(crate) const LATEST_INDEX: &[u8] = b"latest_index";
 
 /// Records a snapshot carries, because they describe the data it carries. Rewrite cursors and
 /// install markers are node-local and never travel.

@@ -11,6 +11,7 @@ use sealkv_crypto::registry::{Row, RowKey};
 
 use crate::error::StoreError;
 use crate::key;
+use crate::latest::{self, FirstVersions};
 use crate::meta::{self, Applied};
 use crate::store::Store;
 use crate::value::ValueHeader;
@@ -176,6 +177,10 @@ pub enum SnapshotError {
     /// Bytes follow the end record.
     #[error("bytes follow the snapshot's end record")]
     Trailing,
+    /// Versions are not in strictly ascending key order (a snapshot is written in key order; the
+    /// newest-version index relies on it).
+    #[error("snapshot versions are out of key order")]
+    OutOfOrder,
 }
 
 fn eof(e: io::Error) -> SnapshotError {
@@ -470,10 +475,14 @@ impl Store {
         let mut batch = self.db.batch();
         let mut batch_bytes = 0usize;
         let mut metas: Vec<(&'static [u8], Vec<u8>)> = Vec::new();
+        let mut first_versions = FirstVersions::default();
         while let Some(record) = reader.next_record()? {
             match record {
                 Record::Version { mvcc_key, stored } => {
                     batch_bytes += mvcc_key.len() + stored.len();
+                    if let Some((prefix, ts)) = first_versions.observe(&mvcc_key)? {
+                        batch.insert(&self.latest, prefix, latest::encode_ts(ts));
+                    }
                     batch.insert(&self.data, mvcc_key, stored);
                 }
                 Record::RegistryRow { key, row } => {

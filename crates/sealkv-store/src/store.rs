@@ -11,6 +11,7 @@ use sealkv_crypto::{Keystore, Sealer};
 
 use crate::error::StoreError;
 use crate::key::{self, KeyRange};
+use crate::latest;
 use crate::meta::{self, Applied};
 use crate::seal::{Crypto, Opened, integrity_error, split_stored_key};
 
@@ -50,6 +51,8 @@ pub struct Store {
     pub(crate) data: Keyspace,
     pub(crate) meta: Keyspace,
     pub(crate) registry: Keyspace,
+    /// Newest commit ts per key (`latest.rs`), so point reads need no range seek.
+    pub(crate) latest: Keyspace,
     pub(crate) crypto: Crypto,
     pub(crate) max_ts: AtomicU64,
     /// Serializes GC, rewrite and snapshot install, which must not interleave on the same versions
@@ -85,6 +88,7 @@ impl Store {
             }
         })?;
         let registry = db.keyspace(REGISTRY, KeyspaceCreateOptions::default)?;
+        let latest = db.keyspace(latest::KEYSPACE, || KeyspaceCreateOptions::default().max_memtable_size(memtable))?;
         if fresh {
             let flag = u8::from(!opts.encryption_enabled);
             meta_ks.insert(meta::BLOCK_COMPRESSION, [flag])?;
@@ -104,6 +108,7 @@ impl Store {
             data,
             meta: meta_ks,
             registry,
+            latest,
             max_ts: AtomicU64::new(max_ts),
             maintenance: Mutex::new(()),
             block_compression,
@@ -112,6 +117,7 @@ impl Store {
             tracing::warn!("an interrupted snapshot install left a partial store; wiping it");
             store.wipe()?;
         }
+        store.ensure_latest_index()?;
         Ok(store)
     }
 
@@ -193,6 +199,18 @@ impl Store {
     /// what apply-time evaluation and TTL reads need (the caller decides what expiry means).
     pub fn version(&self, user_key: &[u8], read_ts: u64) -> Result<Option<Version>, StoreError> {
         let start = key::encode(user_key, read_ts)?;
+        let prefix = start.get(..start.len() - 8).unwrap_or_default();
+        // The index answers most reads with exact-key lookups; see latest.rs for when it cannot.
+        match self.indexed_ts(prefix)? {
+            None => return Ok(None),
+            Some(ts) if ts <= read_ts => {
+                let mvcc_key = latest::version_key(prefix, ts);
+                if let Some(stored) = self.data.get(&mvcc_key)? {
+                    return self.opened_version(&mvcc_key, ts, &stored).map(Some);
+                }
+            }
+            Some(_) => {}
+        }
         let mut end = start.clone();
         let ts_at = end.len() - 8;
         end.get_mut(ts_at..).into_iter().flatten().for_each(|b| *b = 0xFF);
@@ -201,10 +219,14 @@ impl Store {
         };
         let (mvcc_key, stored) = guard.into_inner()?;
         let (_, ts) = split_stored_key(&mvcc_key)?;
-        Ok(Some(match self.open_version(&mvcc_key, ts, &stored)? {
+        self.opened_version(&mvcc_key, ts, &stored).map(Some)
+    }
+
+    fn opened_version(&self, mvcc_key: &[u8], ts: u64, stored: &[u8]) -> Result<Version, StoreError> {
+        Ok(match self.open_version(mvcc_key, ts, stored)? {
             Opened::Tombstone => Version { ts, value: None },
             Opened::Live { expire_at_ms, value } => Version { ts, value: Some((value, expire_at_ms)) },
-        }))
+        })
     }
 
     pub(crate) fn open_version(&self, mvcc_key: &[u8], ts: u64, stored: &[u8]) -> Result<Opened, StoreError> {
@@ -245,12 +267,14 @@ impl Store {
     /// Removes every version, registry row and replicated metadata record (before installing a
     /// snapshot over a diverged or partial store). Durable when it returns.
     pub fn wipe(&self) -> Result<(), StoreError> {
-        for ks in [&self.data, &self.registry, &self.meta] {
+        for ks in [&self.data, &self.latest, &self.registry, &self.meta] {
             let mut batch = self.db.batch();
             let mut n = 0usize;
             for g in ks.iter() {
                 let key = g.key()?;
-                if ks.name() == self.meta.name() && key.as_ref() == meta::BLOCK_COMPRESSION {
+                if ks.name() == self.meta.name()
+                    && (key.as_ref() == meta::BLOCK_COMPRESSION || key.as_ref() == meta::LATEST_INDEX)
+                {
                     continue;
                 }
                 batch.remove(ks, key);

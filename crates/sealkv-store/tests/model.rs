@@ -16,12 +16,40 @@ const KEYS: [&[u8]; 8] = [b"", b"\x00", b"a", b"a\x00", b"a\x00b", b"ab", b"b", 
 
 #[derive(Debug, Clone)]
 enum Op {
-    Put { k: usize, v: Vec<u8>, ttl: Option<u64> },
-    Del { k: usize },
-    Gc { lag: u64 },
-    Get { k: usize, lag: u64 },
-    Scan { lo: usize, hi: usize, lo_inc: bool, hi_inc: bool, reverse: bool, lag: u64 },
-    Prefix { k: usize, reverse: bool },
+    Put {
+        k: usize,
+        v: Vec<u8>,
+        ttl: Option<u64>,
+    },
+    Del {
+        k: usize,
+    },
+    /// A put at an older timestamp than the newest one written (entries can reach apply out of
+    /// timestamp order); it must not shadow a newer version of the same key.
+    Late {
+        k: usize,
+        v: Vec<u8>,
+        back: u64,
+    },
+    Gc {
+        lag: u64,
+    },
+    Get {
+        k: usize,
+        lag: u64,
+    },
+    Scan {
+        lo: usize,
+        hi: usize,
+        lo_inc: bool,
+        hi_inc: bool,
+        reverse: bool,
+        lag: u64,
+    },
+    Prefix {
+        k: usize,
+        reverse: bool,
+    },
     Enable,
     Rotate,
     Rewrite,
@@ -42,6 +70,7 @@ fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
         6 => (k.clone(), value(), proptest::option::of(1u64..6)).prop_map(|(k, v, ttl)| Op::Put { k, v, ttl }),
         2 => k.clone().prop_map(|k| Op::Del { k }),
+        2 => (k.clone(), value(), 1u64..6).prop_map(|(k, v, back)| Op::Late { k, v, back }),
         1 => (0u64..6).prop_map(|lag| Op::Gc { lag }),
         4 => (k.clone(), 0u64..8).prop_map(|(k, lag)| Op::Get { k, lag }),
         2 => (k.clone(), k.clone(), any::<bool>(), any::<bool>(), any::<bool>(), 0u64..8)
@@ -129,6 +158,16 @@ fn run(mode: Mode, ops: Vec<Op>) -> Result<(), TestCaseError> {
                 index += 1;
                 delete(&store, index, KEYS[k], ts);
                 model.keys.entry(KEYS[k].to_vec()).or_default().push((ts, None));
+            }
+            Op::Late { k, v, back } => {
+                let t = ts.saturating_sub(back);
+                let taken = model.keys.get(KEYS[k]).is_some_and(|vs| vs.iter().any(|(vt, _)| *vt == t));
+                // Never below the GC horizon: GC has already settled what reads there see.
+                if t > horizon && !taken {
+                    index += 1;
+                    put(&store, index, KEYS[k], t, &v, 0);
+                    model.keys.entry(KEYS[k].to_vec()).or_default().push((t, Some((v, 0))));
+                }
             }
             Op::Gc { lag } => {
                 let h = ts.saturating_sub(lag).max(horizon);

@@ -212,6 +212,15 @@ fn rebadge_guard_tightens_to_zero_after_a_rewrite() {
     let forged = [&[0u8; 9][..], b"forged"].concat();
     raw_write(dir.path(), &key::encode(b"new", 7).unwrap(), &forged);
     let store = open(dir.path(), &keys, true);
+    // The newest-version index still names ts 6, so a point read returns the genuine value; a scan
+    // meets the forgery and refuses it.
+    assert_eq!(store.get(b"new", 7, NOW).unwrap(), Some(b"sealed".to_vec()));
+    let scanned: Result<Vec<_>, _> = store.scan(&KeyRange::all(), 7, NOW, Direction::Forward).collect();
+    assert_eq!(reason(scanned.map(|_| None)), IntegrityReason::Rebadged { ts: 7, since: 5 });
+    drop(store);
+    // Pointing the index at the forgery too makes point reads meet it: refused.
+    raw_write_in(dir.path(), "latest", b"new\x00\x01", &7u64.to_be_bytes());
+    let store = open(dir.path(), &keys, true);
     assert_eq!(reason(store.get(b"new", 7, NOW)), IntegrityReason::Rebadged { ts: 7, since: 5 });
     assert_eq!(store.get(b"old", 7, NOW).unwrap(), Some(b"plain".to_vec()));
     // A rewrite refuses to seal the forged cleartext (it is not trusted), and nothing moves.

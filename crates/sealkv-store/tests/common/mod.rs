@@ -69,9 +69,15 @@ pub fn raw_versions(path: &Path) -> Vec<(Vec<u8>, Vec<u8>)> {
 
 /// Overwrites (or inserts) one raw stored version with fjall directly; the store must be closed.
 pub fn raw_write(path: &Path, mvcc_key: &[u8], stored: &[u8]) {
+    raw_write_in(path, "data", mvcc_key, stored);
+}
+
+/// Overwrites (or inserts) one raw record of `keyspace` with fjall directly; the store must be
+/// closed.
+pub fn raw_write_in(path: &Path, keyspace: &str, key: &[u8], value: &[u8]) {
     let db = fjall::Database::builder(path).open().unwrap();
-    let ks = db.keyspace("data", fjall::KeyspaceCreateOptions::default).unwrap();
-    ks.insert(mvcc_key, stored).unwrap();
+    let ks = db.keyspace(keyspace, fjall::KeyspaceCreateOptions::default).unwrap();
+    ks.insert(key, value).unwrap();
     db.persist(fjall::PersistMode::SyncAll).unwrap();
 }
 
