@@ -464,7 +464,9 @@ impl Store {
     /// Backpressure for bulk loads: fjall flushes sealed memtables in the background, and an
     /// install can outrun it; without a wait, memory would grow with the snapshot.
     fn wait_for_flushes(&self) {
-        while self.data.sealed_memtable_count() > MAX_SEALED_MEMTABLES {
+        while self.data.sealed_memtable_count() > MAX_SEALED_MEMTABLES
+            || self.latest.sealed_memtable_count() > MAX_SEALED_MEMTABLES
+        {
             std::thread::sleep(std::time::Duration::from_millis(2));
         }
     }

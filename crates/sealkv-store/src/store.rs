@@ -88,7 +88,11 @@ impl Store {
             }
         })?;
         let registry = db.keyspace(REGISTRY, KeyspaceCreateOptions::default)?;
-        let latest = db.keyspace(latest::KEYSPACE, || KeyspaceCreateOptions::default().max_memtable_size(memtable))?;
+        // Index entries are tiny and fjall's memtable accounting undercounts their heap (skiplist
+        // nodes), so the index gets an eighth of the data memtable to stay as bounded in memory.
+        let latest = db.keyspace(latest::KEYSPACE, || {
+            KeyspaceCreateOptions::default().max_memtable_size((memtable / 8).max(64 << 10))
+        })?;
         if fresh {
             let flag = u8::from(!opts.encryption_enabled);
             meta_ks.insert(meta::BLOCK_COMPRESSION, [flag])?;

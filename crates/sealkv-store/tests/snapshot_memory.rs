@@ -69,9 +69,10 @@ fn snapshot_write_and_install_use_bounded_memory() {
     eprintln!("peak heap growth: write {w_small} / {w_big} B, install {i_small} / {i_big} B (24 / 72 MiB store)");
     const MIB: usize = 1 << 20;
     // A few MiB, whatever the size: the 256 KiB stream buffers, 1 MiB install batches, and fjall's
-    // block cache, memtables and compaction buffers (measured: ~0.3 MiB write, ~9 MiB install).
+    // block cache, memtables and compaction buffers, plus the newest-version index's own memtable
+    // and small L0 tables (measured: ~2.3 MiB write, ~9 MiB install of 24 MiB, ~11 MiB of 72 MiB).
     for (label, peak) in [("write", w_big), ("install", i_big)] {
-        assert!(peak < 12 * MIB, "{label} of a 72 MiB store grew the heap by {peak} bytes");
+        assert!(peak < 16 * MIB, "{label} of a 72 MiB store grew the heap by {peak} bytes");
     }
     // Three times the data must not mean (anywhere near) three times the memory.
     assert!(w_big < w_small + 2 * MIB, "write memory grows with the store: {w_small} -> {w_big}");
