@@ -8,12 +8,6 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-/// mimalloc instead of glibc malloc: the apply path allocates and frees many short-lived 1 KiB-ish
-/// buffers (values, sealed bodies, LSM blocks) across threads, where glibc's arenas spent about a
-/// tenth of a follower's CPU in `_int_malloc` (measured with perf under redis-benchmark SET).
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 pub(crate) use sealkv_server::api;
 mod audit;
 mod cli;
