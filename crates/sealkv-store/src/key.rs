@@ -77,6 +77,13 @@ pub fn encode(user_key: &[u8], commit_ts: u64) -> Result<Vec<u8>, KeyError> {
     Ok(out)
 }
 
+/// Rewrites the timestamp of an encoded MVCC key in place (same user key, another version).
+pub fn set_ts(mvcc_key: &mut [u8], commit_ts: u64) {
+    if let Some(ts) = mvcc_key.last_chunk_mut::<8>() {
+        *ts = (!commit_ts).to_be_bytes();
+    }
+}
+
 /// Splits an MVCC key into its version prefix (escaped key + terminator) and commit timestamp,
 /// without unescaping. Total: any input gives a key or an error.
 pub fn split(mvcc_key: &[u8]) -> Result<(&[u8], u64), KeyError> {

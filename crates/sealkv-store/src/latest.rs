@@ -38,14 +38,6 @@ pub(crate) fn decode_ts(bytes: &[u8]) -> Result<u64, StoreError> {
     meta::decode_u64(bytes, "latest index entry")
 }
 
-/// The MVCC key of the version at `ts` under a version prefix.
-pub(crate) fn version_key(prefix: &[u8], ts: u64) -> Vec<u8> {
-    let mut k = Vec::with_capacity(prefix.len() + 8);
-    k.extend_from_slice(prefix);
-    k.extend_from_slice(&(!ts).to_be_bytes());
-    k
-}
-
 impl Store {
     /// The indexed newest commit timestamp under a version prefix; `None` if the key was never
     /// written.
@@ -63,16 +55,13 @@ impl Store {
         let mut batch = self.db.batch();
         let mut pending = 0usize;
         let mut built = 0u64;
-        let mut last: Option<fjall::Slice> = None;
+        let mut first_versions = FirstVersions::default();
         for guard in self.data.iter() {
             let mvcc_key = guard.key()?;
-            let (prefix, ts) = split_stored_key(&mvcc_key)?;
-            // Versions of one key are contiguous, newest first: the first one seen is the newest.
-            if last.as_deref() == Some(prefix) {
+            let Some((prefix, ts)) = first_versions.observe(&mvcc_key)? else {
                 continue;
-            }
+            };
             batch.insert(&self.latest, prefix, encode_ts(ts));
-            last = Some(fjall::Slice::from(prefix));
             pending += 1;
             built += 1;
             if pending >= BUILD_BATCH {
@@ -90,9 +79,10 @@ impl Store {
     }
 }
 
-/// Tracks version prefixes of an ordered stream of MVCC keys (a snapshot install), yielding each
-/// key's first — newest — version. Refuses a stream that is not strictly ascending, since the
-/// index would then name the wrong version.
+/// Tracks version prefixes of an ordered stream of MVCC keys (the data keyspace, a snapshot
+/// install), yielding each key's first — newest — version: versions of one key are contiguous,
+/// newest first. Refuses a stream that is not strictly ascending, since the index would then name
+/// the wrong version.
 #[derive(Default)]
 pub(crate) struct FirstVersions {
     last_key: Option<Vec<u8>>,
@@ -100,10 +90,10 @@ pub(crate) struct FirstVersions {
 
 impl FirstVersions {
     /// `Some((prefix, ts))` if `mvcc_key` is the first version of its key in the stream.
-    pub(crate) fn observe<'k>(&mut self, mvcc_key: &'k [u8]) -> Result<Option<(&'k [u8], u64)>, SnapshotError> {
-        let (prefix, ts) = key::split(mvcc_key).map_err(|_| SnapshotError::BadVersion)?;
+    pub(crate) fn observe<'k>(&mut self, mvcc_key: &'k [u8]) -> Result<Option<(&'k [u8], u64)>, StoreError> {
+        let (prefix, ts) = split_stored_key(mvcc_key)?;
         let first = match &self.last_key {
-            Some(last) if mvcc_key <= last.as_slice() => return Err(SnapshotError::OutOfOrder),
+            Some(last) if mvcc_key <= last.as_slice() => return Err(SnapshotError::OutOfOrder.into()),
             Some(last) => key::split(last).map(|(p, _)| p) != Ok(prefix),
             None => true,
         };
@@ -127,9 +117,10 @@ mod tests {
         assert_eq!(f.observe(&a9).unwrap(), Some((&b"a\x00\x01"[..], 9)));
         assert_eq!(f.observe(&a5).unwrap(), None);
         assert_eq!(f.observe(&b7).unwrap(), Some((&b"b\x00\x01"[..], 7)));
-        assert!(matches!(f.observe(&b7), Err(SnapshotError::OutOfOrder)), "a repeated key");
-        assert!(matches!(f.observe(&a9), Err(SnapshotError::OutOfOrder)), "a key going backwards");
-        assert!(matches!(FirstVersions::default().observe(b"short"), Err(SnapshotError::BadVersion)));
+        let out_of_order = |r| matches!(r, Err(StoreError::Snapshot(SnapshotError::OutOfOrder)));
+        assert!(out_of_order(f.observe(&b7)), "a repeated key");
+        assert!(out_of_order(f.observe(&a9)), "a key going backwards");
+        assert!(matches!(FirstVersions::default().observe(b"short"), Err(StoreError::Integrity { .. })));
     }
 
     #[test]

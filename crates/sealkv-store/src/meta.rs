@@ -21,6 +21,10 @@ pub(crate) const BLOCK_COMPRESSION: &[u8] = b"block_compression";
 /// the index itself, and kept across a wipe (the wipe empties the index too).
 pub(crate) const LATEST_INDEX: &[u8] = b"latest_index";
 
+/// Node-local records a wipe keeps: they describe how this node's keyspaces were created, which a
+/// wipe does not change.
+pub(crate) const KEPT_BY_WIPE: [&[u8]; 2] = [BLOCK_COMPRESSION, LATEST_INDEX];
+
 /// Records a snapshot carries, because they describe the data it carries. Rewrite cursors and
 /// install markers are node-local and never travel.
 pub(crate) const REPLICATED: [&[u8]; 3] = [APPLIED, MAX_TS, ENVELOPE_SINCE];

@@ -202,22 +202,22 @@ impl Store {
     /// The newest version of `key` at or below `read_ts`, tombstones and expired values included:
     /// what apply-time evaluation and TTL reads need (the caller decides what expiry means).
     pub fn version(&self, user_key: &[u8], read_ts: u64) -> Result<Option<Version>, StoreError> {
-        let start = key::encode(user_key, read_ts)?;
+        let mut start = key::encode(user_key, read_ts)?;
         let prefix = start.get(..start.len() - 8).unwrap_or_default();
         // The index answers most reads with exact-key lookups; see latest.rs for when it cannot.
         match self.indexed_ts(prefix)? {
             None => return Ok(None),
             Some(ts) if ts <= read_ts => {
-                let mvcc_key = latest::version_key(prefix, ts);
-                if let Some(stored) = self.data.get(&mvcc_key)? {
-                    return self.opened_version(&mvcc_key, ts, &stored).map(Some);
+                key::set_ts(&mut start, ts);
+                if let Some(stored) = self.data.get(&start)? {
+                    return self.opened_version(&start, ts, &stored).map(Some);
                 }
+                key::set_ts(&mut start, read_ts);
             }
             Some(_) => {}
         }
         let mut end = start.clone();
-        let ts_at = end.len() - 8;
-        end.get_mut(ts_at..).into_iter().flatten().for_each(|b| *b = 0xFF);
+        key::set_ts(&mut end, 0);
         let Some(guard) = self.data.range(start..=end).next() else {
             return Ok(None);
         };
@@ -276,9 +276,7 @@ impl Store {
             let mut n = 0usize;
             for g in ks.iter() {
                 let key = g.key()?;
-                if ks.name() == self.meta.name()
-                    && (key.as_ref() == meta::BLOCK_COMPRESSION || key.as_ref() == meta::LATEST_INDEX)
-                {
+                if ks.name() == self.meta.name() && meta::KEPT_BY_WIPE.contains(&key.as_ref()) {
                     continue;
                 }
                 batch.remove(ks, key);

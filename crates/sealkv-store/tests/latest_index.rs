@@ -9,18 +9,6 @@ use sealkv_store::Store;
 
 use common::*;
 
-/// Raw `(key, value)` pairs of a keyspace, read with fjall directly; the store must be closed.
-fn raw(path: &Path, keyspace: &str) -> Vec<(Vec<u8>, Vec<u8>)> {
-    let db = fjall::Database::builder(path).open().unwrap();
-    let ks = db.keyspace(keyspace, fjall::KeyspaceCreateOptions::default).unwrap();
-    ks.iter()
-        .map(|g| {
-            let (k, v) = g.into_inner().unwrap();
-            (k.to_vec(), v.to_vec())
-        })
-        .collect()
-}
-
 /// Empties the index and drops its "built" flag, as a store written before the index existed.
 fn strip_index(path: &Path) {
     let db = fjall::Database::builder(path).open().unwrap();
@@ -62,7 +50,7 @@ fn index_layout_is_version_prefix_to_newest_ts() {
     check_reads(&store);
     drop(store);
     assert_eq!(
-        raw(dir.path(), "latest"),
+        raw_records(dir.path(), "latest"),
         vec![
             (b"a\x00\x01".to_vec(), 9u64.to_be_bytes().to_vec()),
             (b"b\x00\xffc\x00\x01".to_vec(), 7u64.to_be_bytes().to_vec()),
@@ -80,13 +68,13 @@ fn a_store_without_the_index_rebuilds_it_at_open() {
     enable(&store, 100);
     populate(&store);
     drop(store);
-    let before = raw(dir.path(), "latest");
+    let before = raw_records(dir.path(), "latest");
     strip_index(dir.path());
-    assert!(raw(dir.path(), "latest").is_empty());
+    assert!(raw_records(dir.path(), "latest").is_empty());
     let store = open(dir.path(), &keys, true);
     check_reads(&store);
     drop(store);
-    assert_eq!(raw(dir.path(), "latest"), before, "the rebuilt index equals the one kept by writes");
+    assert_eq!(raw_records(dir.path(), "latest"), before, "the rebuilt index equals the one kept by writes");
 }
 
 #[test]

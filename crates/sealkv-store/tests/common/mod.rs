@@ -57,8 +57,13 @@ pub fn enable(store: &Store, index: u64) {
 /// Raw `(mvcc key, stored value)` pairs of the data keyspace, read with fjall directly after the
 /// store is closed.
 pub fn raw_versions(path: &Path) -> Vec<(Vec<u8>, Vec<u8>)> {
+    raw_records(path, "data")
+}
+
+/// Raw `(key, value)` pairs of any keyspace, read with fjall directly after the store is closed.
+pub fn raw_records(path: &Path, keyspace: &str) -> Vec<(Vec<u8>, Vec<u8>)> {
     let db = fjall::Database::builder(path).open().unwrap();
-    let ks = db.keyspace("data", fjall::KeyspaceCreateOptions::default).unwrap();
+    let ks = db.keyspace(keyspace, fjall::KeyspaceCreateOptions::default).unwrap();
     ks.iter()
         .map(|g| {
             let (k, v) = g.into_inner().unwrap();
