@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use openraft::error::{ClientWriteError, RaftError};
 use sealkv_raft::command::{Command, Op};
@@ -17,6 +17,16 @@ use crate::api::ApiError;
 const LEASE_MS: i64 = 10_000;
 /// Renew the lease when fewer than this many ms remain.
 const RENEW_MS: i64 = 4_000;
+
+/// How long after a quorum acknowledged this leader its reads skip the ReadIndex round.
+///
+/// Sound because openraft 0.9 followers keep a lease of their own: a voter that accepted the
+/// leader's AppendEntries or heartbeat refuses every vote request for `leader_lease`
+/// (= `election_timeout_max`) after receiving it, and a restarted voter counts that lease from its
+/// start. A quorum round (a read barrier or a committed write) that began at `t` therefore means
+/// no other leader can exist before `t + leader_lease` on the followers' clocks; using half of it
+/// leaves room for clock-rate drift and scheduling delay.
+pub const READ_LEASE: Duration = Duration::from_millis(crate::node::ELECTION_TIMEOUT_MAX_MS / 2);
 
 /// Wall clock in ms.
 pub fn now_ms() -> u64 {
@@ -48,6 +58,31 @@ pub struct Coordinator {
     reads_started: AtomicU64,
     reads_done: AtomicU64,
     read_gate: Mutex<()>,
+    lease: std::sync::Mutex<Option<ReadLease>>,
+}
+
+/// A quorum acknowledged this leader in `term` under the membership applied at `membership`, in a
+/// round that began no earlier than `until - READ_LEASE`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct ReadLease {
+    term: u64,
+    membership: Option<(u64, u64)>,
+    until: Instant,
+}
+
+/// What a lease is checked against: the node's own view, from its raft metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct LeaderView {
+    leading: bool,
+    term: u64,
+    membership: Option<(u64, u64)>,
+}
+
+impl ReadLease {
+    /// Whether a read arriving at `now` may skip the quorum round.
+    fn covers(&self, view: LeaderView, now: Instant) -> bool {
+        view.leading && view.term == self.term && view.membership == self.membership && now < self.until
+    }
 }
 
 /// Why client intake is held.
@@ -73,6 +108,7 @@ impl Coordinator {
             reads_started: AtomicU64::new(0),
             reads_done: AtomicU64::new(0),
             read_gate: Mutex::new(()),
+            lease: std::sync::Mutex::new(None),
         }
     }
 
@@ -162,8 +198,13 @@ impl Coordinator {
         } else {
             payload
         };
+        let started = Instant::now();
         match self.raft.client_write(Payload(data)).await {
-            Ok(r) => Ok(r.data),
+            Ok(r) => {
+                // Committed: a quorum accepted an AppendEntries sent after `started`.
+                self.renew_lease(started, r.log_id.leader_id.term);
+                Ok(r.data)
+            }
             Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_))) => {
                 Err(ApiError::new("NotLeader", "leadership moved; retry"))
             }
@@ -232,23 +273,83 @@ impl Coordinator {
         Ok(ts)
     }
 
-    /// A linearizable read barrier (ReadIndex). Concurrent readers share one quorum round: a
-    /// barrier that started after a reader arrived serves it.
+    /// A linearizable read barrier. Within [`READ_LEASE`] of a quorum round of this leader's term
+    /// the leader's applied state is already current (every acknowledged write applied here before
+    /// it was acknowledged, and no other leader can exist yet), so the read goes ahead at once.
+    /// Otherwise ReadIndex: concurrent readers share one quorum round (a barrier that started
+    /// after a reader arrived serves it), and that round renews the lease.
     pub async fn read_barrier(&self) -> Result<(), ApiError> {
         self.check_open()?;
+        if self.lease_covers(Instant::now()) {
+            return Ok(());
+        }
         let arrived = self.reads_started.load(Ordering::Acquire);
         let _g = self.read_gate.lock().await;
         if self.reads_done.load(Ordering::Acquire) > arrived {
             return Ok(());
         }
         let id = self.reads_started.fetch_add(1, Ordering::AcqRel) + 1;
+        let started = Instant::now();
+        let term = self.view().term;
         match self.raft.ensure_linearizable().await {
             Ok(_) => {
+                self.renew_lease(started, term);
                 self.reads_done.store(id, Ordering::Release);
                 Ok(())
             }
             Err(RaftError::APIError(_)) => Err(ApiError::new("NotLeader", "leadership moved; retry")),
             Err(e) => Err(ApiError::new("Unavailable", e.to_string())),
         }
+    }
+
+    /// This node's view of its leadership, for checking and renewing the read lease.
+    fn view(&self) -> LeaderView {
+        let rx = self.raft.metrics();
+        let m = rx.borrow();
+        LeaderView {
+            leading: m.current_leader == Some(self.me) && m.running_state.is_ok(),
+            term: m.current_term,
+            membership: m.membership_config.log_id().map(|l| (l.leader_id.term, l.index)),
+        }
+    }
+
+    fn lease_covers(&self, now: Instant) -> bool {
+        let lease = *self.lease.lock().unwrap_or_else(|p| p.into_inner());
+        lease.is_some_and(|l| l.covers(self.view(), now))
+    }
+
+    /// Records a quorum round of `term` that began at `started`. Only while this node still leads
+    /// in that term: a round from an earlier term proves nothing about the current one.
+    fn renew_lease(&self, started: Instant, term: u64) {
+        let view = self.view();
+        if !view.leading || view.term != term {
+            return;
+        }
+        let fresh = ReadLease { term, membership: view.membership, until: started + READ_LEASE };
+        let mut lease = self.lease.lock().unwrap_or_else(|p| p.into_inner());
+        if lease.is_none_or(|l| l.term != term || l.membership != fresh.membership || l.until < fresh.until) {
+            *lease = Some(fresh);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn view(term: u64) -> LeaderView {
+        LeaderView { leading: true, term, membership: Some((1, 1)) }
+    }
+
+    #[test]
+    fn a_lease_covers_reads_only_in_its_term_membership_and_window() {
+        let t0 = Instant::now();
+        let lease = ReadLease { term: 3, membership: Some((1, 1)), until: t0 + READ_LEASE };
+        assert!(lease.covers(view(3), t0));
+        assert!(lease.covers(view(3), t0 + READ_LEASE - Duration::from_millis(1)));
+        assert!(!lease.covers(view(3), t0 + READ_LEASE), "the window is half-open");
+        assert!(!lease.covers(view(4), t0), "a new term needs its own quorum round");
+        assert!(!lease.covers(LeaderView { leading: false, ..view(3) }, t0), "a follower never reads on a lease");
+        assert!(!lease.covers(LeaderView { membership: Some((3, 9)), ..view(3) }, t0), "a membership change drops it");
     }
 }

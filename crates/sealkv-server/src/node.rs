@@ -82,6 +82,11 @@ pub struct ServerArgs {
     pub keep_logs: u64,
 }
 
+/// Election timeouts. openraft 0.9 also uses the maximum as the followers' leader lease (they
+/// refuse votes that long after a heartbeat), which the coordinator's read lease relies on.
+pub(crate) const ELECTION_TIMEOUT_MIN_MS: u64 = 1_000;
+pub(crate) const ELECTION_TIMEOUT_MAX_MS: u64 = 2_000;
+
 fn parse_members(list: &[String]) -> anyhow::Result<BTreeMap<u64, Member>> {
     let mut out = BTreeMap::new();
     for item in list {
@@ -176,8 +181,8 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
     let config = Config {
         cluster_name: "sealkv".into(),
         heartbeat_interval: 150,
-        election_timeout_min: 1000,
-        election_timeout_max: 2000,
+        election_timeout_min: ELECTION_TIMEOUT_MIN_MS,
+        election_timeout_max: ELECTION_TIMEOUT_MAX_MS,
         install_snapshot_timeout: 60_000,
         snapshot_policy: SnapshotPolicy::LogsSinceLast(args.snapshot_every),
         max_in_snapshot_log_to_keep: args.keep_logs,

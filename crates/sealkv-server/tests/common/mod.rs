@@ -213,6 +213,12 @@ impl Cluster {
         }
     }
 
+    /// Sends `signal` (e.g. `STOP`, `CONT`) to node `i`'s process.
+    pub fn signal(&self, i: usize, signal: &str) {
+        let pid = self.nodes[i].child.as_ref().expect("node is running").id().to_string();
+        assert!(Command::new("kill").args([&format!("-{signal}"), &pid]).status().unwrap().success());
+    }
+
     /// Waits for node `i` to exit on its own and returns its exit code.
     pub fn wait_exit(&mut self, i: usize, within: Duration) -> Option<i32> {
         let deadline = Instant::now() + within;
