@@ -10,7 +10,7 @@ use common::*;
 
 #[test]
 fn a_leader_cut_off_from_its_quorum_stops_serving_reads_once_its_lease_ends() {
-    let mut c = Cluster::start(3, false, &[]);
+    let c = Cluster::start(3, false, &[]);
     let leader = c.leader(0);
     let followers: Vec<usize> = (0..3).filter(|i| *i != leader).collect();
     c.put_retry(&[leader], "k", "v1");
