@@ -14,6 +14,7 @@ mod cli;
 mod coordinator;
 mod dev;
 mod encryption;
+mod gc;
 mod node;
 mod redis;
 

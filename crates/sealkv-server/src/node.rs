@@ -80,6 +80,12 @@ pub struct ServerArgs {
     /// Log entries kept behind a snapshot for followers that lag a little.
     #[arg(long, default_value_t = 5_000)]
     pub keep_logs: u64,
+    /// Seconds between MVCC GC passes on this node (0: never collect).
+    #[arg(long, default_value_t = 60)]
+    pub gc_every_secs: u64,
+    /// How far (seconds) the GC horizon trails the clock: longer than any single read runs.
+    #[arg(long, default_value_t = 60)]
+    pub gc_lag_secs: u64,
 }
 
 /// Election timeouts. openraft 0.9 also uses the maximum as the followers' leader lease (they
@@ -265,6 +271,14 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
         tokio::spawn(encryption::registrar(app.clone()));
     }
     tracing::info!(node = %args.node_id, grpc = %args.listen_grpc, encryption = args.encryption_enabled, "sealkv server started");
+
+    if args.gc_every_secs > 0 {
+        let schedule = crate::gc::GcSchedule {
+            every: Duration::from_secs(args.gc_every_secs),
+            lag: Duration::from_secs(args.gc_lag_secs),
+        };
+        tokio::spawn(crate::gc::run(store.clone(), schedule));
+    }
 
     let halted = watch_halt(raft.clone(), shared.clone());
     tokio::select! {

@@ -44,6 +44,20 @@ impl Store {
     /// or has expired at `now_ms`; everything older than it goes. Callers pass a `now_ms` no
     /// later than any clock future reads will use.
     pub fn gc(&self, horizon_ts: u64, now_ms: u64) -> Result<GcReport, StoreError> {
+        self.gc_pass(horizon_ts, Some(now_ms))
+    }
+
+    /// Drops only superseded versions: per key, everything older than the newest version at or
+    /// below the horizon. That anchor stays even when it is a tombstone or expired, so every key's
+    /// newest version — what an apply reads, [`Store::version`] at `u64::MAX` — is the same whether
+    /// or not this node has run a pass. Replicas run it on their own schedules, so this is the GC
+    /// a replicated state machine can run without making apply outcomes differ between replicas.
+    pub fn gc_superseded(&self, horizon_ts: u64) -> Result<GcReport, StoreError> {
+        self.gc_pass(horizon_ts, None)
+    }
+
+    /// One pass; `dead_at_ms` set also drops anchors that are tombstones or expired at that time.
+    fn gc_pass(&self, horizon_ts: u64, dead_at_ms: Option<u64>) -> Result<GcReport, StoreError> {
         let _guard = self.maintenance.lock().unwrap_or_else(|p| p.into_inner());
         let mut report = GcReport::default();
         let mut batch = self.db.batch();
@@ -64,9 +78,9 @@ impl Store {
                 }
                 anchored = Some(Slice::from(prefix));
                 // Headers only: an invalid header keeps the version (reads will report it).
-                let drop_anchor = match ValueHeader::split(&stored) {
-                    Ok((h, _, _)) => h.tombstone || h.expired_at(now_ms),
-                    Err(_) => false,
+                let drop_anchor = match (dead_at_ms, ValueHeader::split(&stored)) {
+                    (Some(now_ms), Ok((h, _, _))) => h.tombstone || h.expired_at(now_ms),
+                    _ => false,
                 };
                 if !drop_anchor {
                     continue;
