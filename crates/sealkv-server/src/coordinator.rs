@@ -198,11 +198,13 @@ impl Coordinator {
         } else {
             payload
         };
-        let started = Instant::now();
+        let (started, before) = (Instant::now(), self.view());
         match self.raft.client_write(Payload(data)).await {
             Ok(r) => {
                 // Committed: a quorum accepted an AppendEntries sent after `started`.
-                self.renew_lease(started, r.log_id.leader_id.term);
+                if r.log_id.leader_id.term == before.term {
+                    self.renew_lease(started, before);
+                }
                 Ok(r.data)
             }
             Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_))) => {
@@ -289,11 +291,10 @@ impl Coordinator {
             return Ok(());
         }
         let id = self.reads_started.fetch_add(1, Ordering::AcqRel) + 1;
-        let started = Instant::now();
-        let term = self.view().term;
+        let (started, before) = (Instant::now(), self.view());
         match self.raft.ensure_linearizable().await {
             Ok(_) => {
-                self.renew_lease(started, term);
+                self.renew_lease(started, before);
                 self.reads_done.store(id, Ordering::Release);
                 Ok(())
             }
@@ -318,16 +319,17 @@ impl Coordinator {
         lease.is_some_and(|l| l.covers(self.view(), now))
     }
 
-    /// Records a quorum round of `term` that began at `started`. Only while this node still leads
-    /// in that term: a round from an earlier term proves nothing about the current one.
-    fn renew_lease(&self, started: Instant, term: u64) {
-        let view = self.view();
-        if !view.leading || view.term != term {
+    /// Records a quorum round that began at `started` with this node's view `before`. Only when
+    /// the node led then and still leads with the same term and membership: a round that spans a
+    /// term or membership change proves nothing about the quorum of the new one.
+    fn renew_lease(&self, started: Instant, before: LeaderView) {
+        if !before.leading || self.view() != before {
             return;
         }
-        let fresh = ReadLease { term, membership: view.membership, until: started + READ_LEASE };
+        let (term, membership) = (before.term, before.membership);
+        let fresh = ReadLease { term, membership, until: started + READ_LEASE };
         let mut lease = self.lease.lock().unwrap_or_else(|p| p.into_inner());
-        if lease.is_none_or(|l| l.term != term || l.membership != fresh.membership || l.until < fresh.until) {
+        if lease.is_none_or(|l| l.term != term || l.membership != membership || l.until < fresh.until) {
             *lease = Some(fresh);
         }
     }
