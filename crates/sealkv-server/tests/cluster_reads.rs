@@ -41,7 +41,6 @@ fn a_leader_cut_off_from_its_quorum_stops_serving_reads_once_its_lease_ends() {
     };
     if let Some(st) = answered {
         let out = get.wait_with_output().unwrap();
-        eprintln!("read answered with {st}: {}", String::from_utf8_lossy(&out.stderr));
         assert!(
             !st.success(),
             "a leader without a quorum answered a read after its lease ended: {:?}",
