@@ -70,11 +70,28 @@ impl std::fmt::Debug for Store {
     }
 }
 
+/// fjall's background workers: its default, `min(cores, 4)`, but never fewer than three.
+///
+/// Why: fjall's worker 0 never compacts while another worker exists; it re-queues every
+/// compaction request it receives. A flush queues one request per worker, so with two workers
+/// (the default on a 2-core machine) worker 0 keeps receiving its own re-queued request and spins
+/// for as long as worker 1's compaction runs. A third worker takes that request and finds nothing
+/// left to do (fjall sleeps 1 ms after each compaction run), so the spin ends within a
+/// millisecond. One worker is no cure: flushes would then wait behind compactions, and memtables
+/// would pile up in memory.
+fn worker_threads() -> usize {
+    std::thread::available_parallelism().map_or(1, usize::from).clamp(3, 4)
+}
+
 impl Store {
     /// Opens (or creates) the store in `path`. A snapshot install that did not finish is wiped, so
     /// the store is empty and the replication layer fetches a snapshot again.
     pub fn open(path: impl AsRef<Path>, opts: StoreOptions) -> Result<Store, StoreError> {
-        let db = Database::builder(path.as_ref()).cache_size(opts.cache_bytes).manual_journal_persist(true).open()?;
+        let db = Database::builder(path.as_ref())
+            .cache_size(opts.cache_bytes)
+            .manual_journal_persist(true)
+            .worker_threads(worker_threads())
+            .open()?;
         let meta_ks = db.keyspace(META, KeyspaceCreateOptions::default)?;
         let fresh = !db.keyspace_exists(DATA);
         let memtable = opts.memtable_bytes;
