@@ -6,10 +6,12 @@ rest.
 """
 
 import os
+import shutil
 import secrets
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 
@@ -57,6 +59,15 @@ def pid_of(port):
 
 def role_of(port):
     return redis.Redis(port=port, socket_timeout=5).info("replication")["raft_role"]
+
+
+def remove_dir(path):
+    """Removes a stopped cluster's directory (a benchmark's holds gigabytes), unless
+    SEALKV_KEEP_DIRS is set to look at the logs and stores afterwards."""
+    if os.environ.get("SEALKV_KEEP_DIRS"):
+        print(f"kept {path}", file=sys.stderr)
+    else:
+        shutil.rmtree(path, ignore_errors=True)
 
 
 class Dev:
@@ -118,6 +129,7 @@ class Dev:
             except Exception:
                 pass
         self.log.close()
+        remove_dir(self.dir)
 
 
 class Servers:
@@ -160,3 +172,5 @@ class Servers:
                 p.wait(timeout=20)
             except subprocess.TimeoutExpired:
                 p.kill()
+                p.wait()
+        remove_dir(self.dir)
