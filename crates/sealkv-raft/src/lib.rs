@@ -15,9 +15,11 @@
 pub mod codec;
 pub mod command;
 pub mod log_store;
+pub mod machine_frame;
 pub mod network;
 pub mod state_machine;
 pub mod types;
 
-pub use state_machine::{Halt, Machine, Shared, StateMachine, machine_payload};
+pub use machine_frame::encode as machine_payload;
+pub use state_machine::{Halt, Machine, Shared, StateMachine};
 pub use types::{ApplyResult, Member, Payload, Raft, TypeConfig};

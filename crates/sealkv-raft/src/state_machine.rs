@@ -28,6 +28,7 @@ use sealkv_store::{Applied, ApplyBatch, Durability, EncryptionSnapshot, Snapshot
 
 use crate::codec;
 use crate::command::{Command, Op};
+use crate::machine_frame::{self, OP_MACHINE};
 use crate::types::{ApplyResult, Entry, LogId, Member, SnapshotFile, StorageError, StoredMembership, TypeConfig};
 
 /// Why apply stopped: the entry, the key it was about (0 when none) and the reason.
@@ -54,25 +55,12 @@ impl std::error::Error for Halt {}
 /// exactly the state their log position implies. The raft crate knows nothing of what the
 /// commands mean; the node installs the machine before Raft starts.
 pub trait Machine: Send + Sync + 'static {
-    /// Applies `body` (the payload after `0x08 ‖ ver ‖ ts`) into `batch` at commit timestamp
+    /// Applies `body` (the payload after `0x08 ‖ ver ‖ ts`, inflated if it was compressed; see
+    /// [`crate::machine_frame`]) into `batch` at commit timestamp
     /// `ts`. Must be deterministic in (`batch` contents, `ts`, `body`). `Ok` carries the output
     /// for the proposer; `Err` halts apply (a malformed body or a store failure — a command's own
     /// refusal, like a type error, is output, not an error).
     fn apply(&self, batch: &mut ApplyBatch<'_>, ts: u64, body: &[u8]) -> Result<Vec<u8>, String>;
-}
-
-/// Opcode of a command-batch entry.
-pub const OP_MACHINE: u8 = 0x08;
-/// Its only version.
-pub const MACHINE_VERSION: u8 = 0x01;
-
-/// Frames a command-batch payload: `0x08 ‖ 0x01 ‖ ts 8 ‖ body`.
-pub fn machine_payload(ts: u64, body: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(10 + body.len());
-    out.extend_from_slice(&[OP_MACHINE, MACHINE_VERSION]);
-    out.extend_from_slice(&ts.to_be_bytes());
-    out.extend_from_slice(body);
-    out
 }
 
 /// What the state machine shares with the rest of the node (coordinator, admin, startup).
@@ -268,20 +256,12 @@ impl StateMachine {
                 Ok(ApplyResult { ts, out: Vec::new() })
             }
             Some(OP_MACHINE) => {
-                let (ts, body) = match payload {
-                    [_, MACHINE_VERSION, t0, t1, t2, t3, t4, t5, t6, t7, body @ ..] => {
-                        (u64::from_be_bytes([*t0, *t1, *t2, *t3, *t4, *t5, *t6, *t7]), body)
-                    }
-                    [_, v, ..] if *v != MACHINE_VERSION => {
-                        return Err(self.halt(index, key_id, format!("unknown command batch version {v:#04x}")));
-                    }
-                    _ => return Err(self.halt(index, key_id, "command batch truncated")),
-                };
+                let (ts, body) = machine_frame::decode(payload).map_err(|e| self.halt(index, key_id, e))?;
                 let Some(machine) = self.shared.machine.get() else {
                     return Err(self.halt(index, key_id, "command batch entry but this node has no command machine"));
                 };
                 let ts = ts.max(self.last_ts.saturating_add(1));
-                let out = machine.apply(batch, ts, body).map_err(|e| self.halt(index, key_id, e))?;
+                let out = machine.apply(batch, ts, &body).map_err(|e| self.halt(index, key_id, e))?;
                 self.last_ts = ts;
                 Ok(ApplyResult { ts, out })
             }

@@ -13,7 +13,7 @@
 #![warn(missing_docs)]
 
 mod batch;
-mod compress;
+pub mod compress;
 mod error;
 mod gc;
 pub mod key;
