@@ -104,15 +104,7 @@ mod tests {
     #[test]
     fn small_and_incompressible_bodies_stay_raw() {
         assert_eq!(encode(1, &[b'x'; COMPRESS_FROM - 1])[1], VERSION_RAW);
-        let mut x = 0x9E37_79B9_7F4A_7C15u64;
-        let noise: Vec<u8> = (0..4096)
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                x as u8
-            })
-            .collect();
+        let noise = sealkv_testkit::incompressible(4096);
         assert_eq!(encode(1, &noise)[1], VERSION_RAW);
     }
 

@@ -65,15 +65,7 @@ mod tests {
         let c = compress(&[7u8; 1024]).unwrap();
         assert_eq!(&c[..4], &1024u32.to_be_bytes());
         assert_eq!(decompress(&c, 1 << 20).unwrap(), vec![7u8; 1024]);
-        let mut x = 0x9E37_79B9_7F4A_7C15u64;
-        let noise: Vec<u8> = (0..1024)
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                (x >> 24) as u8
-            })
-            .collect();
+        let noise = sealkv_testkit::incompressible(1024);
         assert!(compress(&noise).is_none());
     }
 

@@ -4,6 +4,7 @@
 //! decoders never request more than their input justifies ([`requested_during`], per thread), and
 //! streaming jobs keep the heap's high-water mark bounded ([`peak_growth`], whole process).
 //! Install it with `#[global_allocator] static A: CountingAlloc = CountingAlloc;`.
+//! [`incompressible`] gives test data that LZ4 cannot shrink.
 #![allow(unsafe_code)]
 
 use std::alloc::{GlobalAlloc, Layout, System};
@@ -74,4 +75,18 @@ pub fn peak_growth(f: impl FnOnce()) -> usize {
     PEAK.store(base, Ordering::Relaxed);
     f();
     (PEAK.load(Ordering::Relaxed) - base).max(0) as usize
+}
+
+/// `len` deterministic bytes that LZ4 cannot shrink (xorshift64), for tests of "compress only
+/// when it helps".
+pub fn incompressible(len: usize) -> Vec<u8> {
+    let mut x = 0x9E37_79B9_7F4A_7C15u64;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x >> 24) as u8
+        })
+        .collect()
 }
