@@ -104,7 +104,7 @@ mod tests {
     #[test]
     fn small_and_incompressible_bodies_stay_raw() {
         assert_eq!(encode(1, &[b'x'; COMPRESS_FROM - 1])[1], VERSION_RAW);
-        let noise = sealkv_testkit::incompressible(4096);
+        let noise = sealkv_testkit::incompressible(0, 4096);
         assert_eq!(encode(1, &noise)[1], VERSION_RAW);
     }
 

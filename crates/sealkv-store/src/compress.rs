@@ -65,7 +65,7 @@ mod tests {
         let c = compress(&[7u8; 1024]).unwrap();
         assert_eq!(&c[..4], &1024u32.to_be_bytes());
         assert_eq!(decompress(&c, 1 << 20).unwrap(), vec![7u8; 1024]);
-        let noise = sealkv_testkit::incompressible(1024);
+        let noise = sealkv_testkit::incompressible(0, 1024);
         assert!(compress(&noise).is_none());
     }
 

@@ -63,9 +63,7 @@ fn index_layout_is_version_prefix_to_newest_ts() {
 fn a_store_without_the_index_rebuilds_it_at_open() {
     let dir = tempfile::tempdir().unwrap();
     let keys = keystore();
-    let store = open(dir.path(), &keys, true);
-    store.set_sealer(Some(sealer(&keys, DEK_A)));
-    enable(&store, 100);
+    let store = open_sealed(dir.path(), &keys, 100);
     populate(&store);
     drop(store);
     let before = raw_records(dir.path(), "latest");

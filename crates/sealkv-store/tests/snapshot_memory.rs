@@ -25,21 +25,13 @@ fn measure(mib: usize) -> (usize, usize) {
     let src = Store::open(src_dir.path(), small_opts(&keys)).unwrap();
     src.set_sealer(Some(sealer(&keys, DEK_A)));
     enable(&src, 1);
-    let mut x = 0x9E37_79B9_7F4A_7C15u64;
     let mut ts = 0;
     for chunk in 0..mib {
         let mut b = src.batch();
         for _ in 0..1024 {
             ts += 1;
             // Incompressible values, so the stream really is `mib` MiB.
-            let v: Vec<u8> = (0..128)
-                .flat_map(|_| {
-                    x ^= x << 13;
-                    x ^= x >> 7;
-                    x ^= x << 17;
-                    x.to_le_bytes()
-                })
-                .collect();
+            let v = sealkv_testkit::incompressible(ts, 1024);
             b.put(format!("key/{ts:09}").as_bytes(), ts, &v, 0).unwrap();
         }
         b.commit(&applied(chunk as u64 + 2), Durability::Buffered).unwrap();

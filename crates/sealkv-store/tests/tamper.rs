@@ -23,9 +23,7 @@ fn reason(r: Result<Option<Vec<u8>>, StoreError>) -> IntegrityReason {
 /// Writes `copies` identically-valued sealed versions under `prefix/i` and returns their raw bytes.
 fn sealed_copies(dir: &std::path::Path, value: &[u8], expire: u64, copies: usize) -> Vec<(Vec<u8>, Vec<u8>)> {
     let keys = keystore();
-    let store = open(dir, &keys, true);
-    store.set_sealer(Some(sealer(&keys, DEK_A)));
-    enable(&store, 1);
+    let store = open_sealed(dir, &keys, 1);
     let mut b = store.batch();
     for i in 0..copies {
         b.put(format!("t/{i:05}").as_bytes(), TS, value, expire).unwrap();
@@ -79,9 +77,7 @@ fn every_bit_flip_of_every_stored_byte_is_an_integrity_error() {
 fn truncations_relocations_ttl_edits_and_retags_are_integrity_errors() {
     let dir = tempfile::tempdir().unwrap();
     let keys = keystore();
-    let store = open(dir.path(), &keys, true);
-    store.set_sealer(Some(sealer(&keys, DEK_A)));
-    enable(&store, 1);
+    let store = open_sealed(dir.path(), &keys, 1);
     put(&store, 2, b"k1", TS, b"value one", 0);
     put(&store, 3, b"k1", TS + 1, b"value two", 0);
     put(&store, 4, b"k2", TS, b"other", 0);
@@ -249,9 +245,7 @@ fn rebadge_guard_tightens_to_zero_after_a_rewrite() {
 fn active_envelope_without_a_sealing_key_halts_the_batch() {
     let dir = tempfile::tempdir().unwrap();
     let keys = keystore();
-    let store = open(dir.path(), &keys, true);
-    store.set_sealer(Some(sealer(&keys, DEK_A)));
-    enable(&store, 1);
+    let store = open_sealed(dir.path(), &keys, 1);
     drop(store);
     let store = open(dir.path(), &keys, true);
     let mut b = store.batch();

@@ -77,10 +77,11 @@ pub fn peak_growth(f: impl FnOnce()) -> usize {
     (PEAK.load(Ordering::Relaxed) - base).max(0) as usize
 }
 
-/// `len` deterministic bytes that LZ4 cannot shrink (xorshift64), for tests of "compress only
-/// when it helps".
-pub fn incompressible(len: usize) -> Vec<u8> {
-    let mut x = 0x9E37_79B9_7F4A_7C15u64;
+/// `len` deterministic bytes that LZ4 cannot shrink (xorshift64 from `seed`), for tests of
+/// "compress only when it helps" and for data that must take its full size on disk. Different
+/// seeds give different bytes.
+pub fn incompressible(seed: u64, len: usize) -> Vec<u8> {
+    let mut x = (seed ^ 0x9E37_79B9_7F4A_7C15) | 1;
     (0..len)
         .map(|_| {
             x ^= x << 13;

@@ -32,6 +32,14 @@ pub fn open(path: &Path, keys: &Arc<Keystore>, encryption: bool) -> Store {
     Store::open(path, opts).unwrap()
 }
 
+/// An encrypted store sealing under `DEK_A` from apply index `enable_at` on.
+pub fn open_sealed(path: &Path, keys: &Arc<Keystore>, enable_at: u64) -> Store {
+    let store = open(path, keys, true);
+    store.set_sealer(Some(sealer(keys, DEK_A)));
+    enable(&store, enable_at);
+    store
+}
+
 pub fn applied(index: u64) -> Applied {
     Applied { index, log_id: format!("t1-{index}").into_bytes() }
 }
