@@ -102,6 +102,15 @@ class Connection(Base):
         self.assertEqual(enc["storage_envelope"], "on")
         self.assertGreater(int(enc["raft_envelope_cutover_index"]), 0)
         self.assertTrue(self.r.dbsize() >= 0)
+        # The row cache answers repeated reads of a key (the leader's cache; reads go there).
+        leader = redis.Redis(port=DEV.leader_port())
+        leader.set("info:row-cache", "v")
+        before = leader.info("stats")
+        for _ in range(5):
+            self.assertEqual(leader.get("info:row-cache"), b"v")
+        after = leader.info("stats")
+        self.assertGreaterEqual(after["row_cache_hits"] - before["row_cache_hits"], 5)
+        self.assertGreater(after["row_cache_bytes"], 0)
 
     def test_unknown_and_arity_errors_leave_the_connection_usable(self):
         self.assertErr("unknown command 'NOSUCH', with args beginning with: 'a'", self.r.execute_command, "NOSUCH", "a")

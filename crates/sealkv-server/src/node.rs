@@ -86,6 +86,10 @@ pub struct ServerArgs {
     /// How far (seconds) the GC horizon trails the clock: longer than any single read runs.
     #[arg(long, default_value_t = 60)]
     pub gc_lag_secs: u64,
+    /// Row cache size in MiB: the newest stored (sealed) version of hot keys, so reads and
+    /// read-modify-write commands skip the LSM lookups. 0 turns it off.
+    #[arg(long, default_value_t = sealkv_store::DEFAULT_ROW_CACHE_BYTES >> 20)]
+    pub row_cache_mib: u64,
 }
 
 /// Election timeouts. openraft 0.9 also uses the maximum as the followers' leader lease (they
@@ -129,7 +133,12 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
     let keystore = Arc::new(Keystore::new());
     let store = Arc::new(Store::open(
         args.data_dir.join("store"),
-        StoreOptions { keystore: keystore.clone(), encryption_enabled: args.encryption_enabled, ..Default::default() },
+        StoreOptions {
+            keystore: keystore.clone(),
+            encryption_enabled: args.encryption_enabled,
+            row_cache_bytes: args.row_cache_mib.saturating_mul(1 << 20),
+            ..Default::default()
+        },
     )?);
     let log = LogStore::open(store.database())?;
     let applied = store.applied()?.map(|a| a.index).unwrap_or(0);

@@ -5,13 +5,14 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::ops::Bound;
 use std::sync::atomic::Ordering;
 
-use fjall::{OwnedWriteBatch, PersistMode};
+use fjall::{OwnedWriteBatch, PersistMode, Slice};
 use sealkv_crypto::registry::{RegistryStore, Row, RowKey, StoreError as RegistryError};
 
 use crate::error::StoreError;
 use crate::key::{self, KeyRange};
 use crate::latest;
 use crate::meta::{self, Applied, MAX_LOG_ID_LEN};
+use crate::row_cache::Cached;
 use crate::store::{Direction, Scan, ScanItem, Store, Version};
 use crate::value::ValueHeader;
 
@@ -51,8 +52,9 @@ pub struct ApplyBatch<'s> {
     /// Every data write of this batch by user key, so reads during apply see the batch's own
     /// earlier writes (one entry's INCR after another's in the same apply call).
     pending: BTreeMap<Vec<u8>, Version>,
-    /// The newest commit ts this batch wrote per version prefix, for the newest-version index.
-    newest: HashMap<Vec<u8>, u64>,
+    /// The newest version this batch wrote per version prefix (commit ts, stored bytes), for the
+    /// newest-version index and, once committed, the row cache.
+    newest: HashMap<Vec<u8>, (u64, Slice)>,
 }
 
 impl std::fmt::Debug for ApplyBatch<'_> {
@@ -87,8 +89,9 @@ impl ApplyBatch<'_> {
             return Err(StoreError::ValueTooLarge { len: value.len() });
         }
         let mvcc_key = self.version_key(user_key, commit_ts)?;
-        let stored = self.store.crypto.encode_live(self.since.is_some(), &mvcc_key, value, expire_at_ms)?;
-        self.index_newest(&mvcc_key, commit_ts)?;
+        let stored =
+            Slice::from(self.store.crypto.encode_live(self.since.is_some(), &mvcc_key, value, expire_at_ms)?);
+        self.index_newest(&mvcc_key, commit_ts, &stored)?;
         self.inner.insert(&self.store.data, mvcc_key, stored);
         self.pending.insert(user_key.to_vec(), Version { ts: commit_ts, value: Some((value.to_vec(), expire_at_ms)) });
         Ok(())
@@ -97,8 +100,9 @@ impl ApplyBatch<'_> {
     /// Writes a tombstone for `user_key` at `commit_ts`.
     pub fn delete(&mut self, user_key: &[u8], commit_ts: u64) -> Result<(), StoreError> {
         let mvcc_key = self.version_key(user_key, commit_ts)?;
-        self.index_newest(&mvcc_key, commit_ts)?;
-        self.inner.insert(&self.store.data, mvcc_key, ValueHeader::TOMBSTONE.encode());
+        let stored = Slice::from(&ValueHeader::TOMBSTONE.encode()[..]);
+        self.index_newest(&mvcc_key, commit_ts, &stored)?;
+        self.inner.insert(&self.store.data, mvcc_key, stored);
         self.pending.insert(user_key.to_vec(), Version { ts: commit_ts, value: None });
         Ok(())
     }
@@ -151,16 +155,16 @@ impl ApplyBatch<'_> {
     /// (entries can carry timestamps out of log order). A write at or above every timestamp the
     /// store has seen needs no lookup; only such an older-timestamp write reads the index.
     /// Must run after [`Self::version_key`] has raised `max_ts` to cover `commit_ts`.
-    fn index_newest(&mut self, mvcc_key: &[u8], commit_ts: u64) -> Result<(), StoreError> {
+    fn index_newest(&mut self, mvcc_key: &[u8], commit_ts: u64, stored: &Slice) -> Result<(), StoreError> {
         let prefix = mvcc_key.get(..mvcc_key.len().saturating_sub(8)).unwrap_or_default();
         let newest = match self.newest.get(prefix) {
-            Some(&ts) => Some(ts),
+            Some(&(ts, _)) => Some(ts),
             None if commit_ts >= self.max_ts => None,
             None => self.store.indexed_ts(prefix)?,
         };
         if newest.is_none_or(|ts| commit_ts >= ts) {
             self.inner.insert(&self.store.latest, prefix, latest::encode_ts(commit_ts));
-            self.newest.insert(prefix.to_vec(), commit_ts);
+            self.newest.insert(prefix.to_vec(), (commit_ts, stored.clone()));
         }
         Ok(())
     }
@@ -198,6 +202,10 @@ impl ApplyBatch<'_> {
         }
         sealkv_crypto::failpoint::hit("store.before_apply_commit");
         self.inner.durability(durability.mode()).commit()?;
+        // Visible now: the next apply's metadata read and the next GET find these in the cache.
+        for (prefix, (ts, stored)) in self.newest.drain() {
+            self.store.rows.put(&prefix, Cached::Newest { ts, stored });
+        }
         self.store.max_ts.fetch_max(self.max_ts, Ordering::AcqRel);
         if self.activated {
             self.store.crypto.set_since(self.since);

@@ -64,6 +64,8 @@ impl Store {
         let mut pending = 0usize;
         // The version prefix whose anchor (newest version ≤ horizon) has been seen.
         let mut anchored: Option<Slice> = None;
+        // Keys whose newest version this batch drops: their row cache entries go after its commit.
+        let mut dropped: Vec<Slice> = Vec::new();
         for guard in self.data.iter() {
             let (mvcc_key, stored) = guard.into_inner()?;
             report.versions_scanned += 1;
@@ -71,6 +73,7 @@ impl Store {
             if anchored.as_deref() != Some(prefix) {
                 if pending >= GC_BATCH {
                     std::mem::replace(&mut batch, self.db.batch()).commit()?;
+                    self.invalidate_rows(&mut dropped);
                     pending = 0;
                 }
                 if ts > horizon_ts {
@@ -85,13 +88,23 @@ impl Store {
                 if !drop_anchor {
                     continue;
                 }
+                dropped.push(Slice::from(prefix));
             }
             batch.remove(&self.data, mvcc_key);
             pending += 1;
             report.versions_removed += 1;
         }
         batch.commit()?;
+        self.invalidate_rows(&mut dropped);
         Ok(report)
+    }
+
+    /// Drops the row cache entries of keys whose newest version a committed batch removed or
+    /// changed.
+    pub(crate) fn invalidate_rows(&self, prefixes: &mut Vec<Slice>) {
+        for prefix in prefixes.drain(..) {
+            self.rows.invalidate(&prefix);
+        }
     }
 
     /// Counts stored versions by how they are protected (for retire-dek and the values-per-DEK

@@ -5,7 +5,8 @@
 //! LSM range read seeks every memtable and every table (no bloom filter can skip one). Every Redis
 //! write reads its key's metadata first and every GET is a point read, so that seek was the largest
 //! cost on every replica. With the index, a point read is two exact-key lookups the LSM's bloom
-//! filters answer cheaply — and a key that was never written costs one filtered miss.
+//! filters answer cheaply — and a key that was never written costs one filtered miss. The row
+//! cache (`row_cache.rs`) answers hot keys before either lookup.
 //!
 //! It is derived data: written in the same atomic batch as the versions it describes, rebuilt
 //! from the data keyspace when a store opens without it, and never trusted for a read it cannot

@@ -20,6 +20,7 @@ pub mod key;
 mod latest;
 mod meta;
 mod rewrite;
+mod row_cache;
 mod seal;
 mod snapshot;
 mod store;
@@ -32,8 +33,9 @@ pub use gc::{GcReport, SealedVersion, ValueCounts};
 pub use key::KeyRange;
 pub use meta::{Applied, MAX_LOG_ID_LEN, RewriteTarget};
 pub use rewrite::{RewriteOptions, RewriteProgress};
+pub use row_cache::RowCacheStats;
 pub use snapshot::{EncryptionSnapshot, Record, SnapshotError, SnapshotHeader, SnapshotReader, SnapshotStats};
-pub use store::{Direction, KeyValue, Scan, ScanItem, Store, StoreOptions, Version, live_at};
+pub use store::{DEFAULT_ROW_CACHE_BYTES, Direction, KeyValue, Scan, ScanItem, Store, StoreOptions, Version, live_at};
 
 /// The largest value the store accepts (Redis's default `proto-max-bulk-len`).
 pub const MAX_VALUE_LEN: usize = 512 << 20;

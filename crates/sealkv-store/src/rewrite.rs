@@ -82,16 +82,20 @@ impl Store {
             let mut batch = self.db.batch();
             let mut last = None;
             let mut examined = 0usize;
+            let mut resealed_keys = Vec::new();
             for guard in self.data.range::<Vec<u8>, _>((start, Bound::Unbounded)).take(chunk) {
                 let (mvcc_key, stored) = guard.into_inner()?;
                 examined += 1;
                 report.versions_scanned += 1;
                 report.bytes_scanned += stored.len() as u64;
-                let (_, ts) = split_stored_key(&mvcc_key)?;
+                let (prefix, ts) = split_stored_key(&mvcc_key)?;
                 let p = protection(&stored).map_err(|e| integrity_error(&mvcc_key, ts, e))?;
                 if targeted(p, active) {
                     let resealed = self.crypto.reseal(&sealer, &mvcc_key, ts, &stored)?;
                     batch.insert(&self.data, mvcc_key.clone(), resealed);
+                    if resealed_keys.last().is_none_or(|p: &fjall::Slice| p.as_ref() != prefix) {
+                        resealed_keys.push(fjall::Slice::from(prefix));
+                    }
                     report.versions_resealed += 1;
                 }
                 last = Some(mvcc_key);
@@ -102,6 +106,8 @@ impl Store {
             batch.insert(&self.meta, meta::REWRITE_CURSOR, c);
             sealkv_crypto::failpoint::hit("rewrite.before_chunk_commit");
             batch.durability(Some(fjall::PersistMode::Buffer)).commit()?;
+            // A cached version sealed under the old key would stop opening once it is retired.
+            self.invalidate_rows(&mut resealed_keys);
             drop(_guard);
             cursor = Some(last.to_vec());
             progress(&report);

@@ -514,6 +514,8 @@ impl Store {
         batch.insert(&self.meta, meta::HLC_CEILING, header.hlc_ceiling_ms.to_be_bytes());
         // The marker stays until the caller's finish step is done (see `install_snapshot_with`).
         batch.durability(Some(fjall::PersistMode::SyncData)).commit()?;
+        // Reads of the empty store before the install cached "absent" for keys it now holds.
+        self.rows.clear();
         self.crypto.set_since(since);
         self.max_ts.store(max_ts, Ordering::Release);
         Ok(header)

@@ -13,11 +13,15 @@ use crate::error::StoreError;
 use crate::key::{self, KeyRange};
 use crate::latest;
 use crate::meta::{self, Applied};
+use crate::row_cache::{Cached, Lookup, RowCache, RowCacheStats};
 use crate::seal::{Crypto, Opened, integrity_error, split_stored_key};
 
 const DATA: &str = "data";
 const META: &str = "meta";
 const REGISTRY: &str = "registry";
+
+/// The row cache's default budget: about 200,000 hot 1 KiB values per node.
+pub const DEFAULT_ROW_CACHE_BYTES: u64 = 256 << 20;
 
 /// How to open a [`Store`].
 #[derive(Debug, Clone)]
@@ -31,6 +35,8 @@ pub struct StoreOptions {
     pub cache_bytes: u64,
     /// Memtable size of the data keyspace in bytes (bounds memory during snapshot installs).
     pub memtable_bytes: u64,
+    /// Row cache budget in bytes (`row_cache.rs`); 0 turns the cache off.
+    pub row_cache_bytes: u64,
 }
 
 impl Default for StoreOptions {
@@ -40,6 +46,7 @@ impl Default for StoreOptions {
             encryption_enabled: false,
             cache_bytes: 64 << 20,
             memtable_bytes: 32 << 20,
+            row_cache_bytes: DEFAULT_ROW_CACHE_BYTES,
         }
     }
 }
@@ -53,6 +60,8 @@ pub struct Store {
     pub(crate) registry: Keyspace,
     /// Newest commit ts per key (`latest.rs`), so point reads need no range seek.
     pub(crate) latest: Keyspace,
+    /// The newest version of hot keys, so a point read skips both LSM lookups (`row_cache.rs`).
+    pub(crate) rows: RowCache,
     pub(crate) crypto: Crypto,
     pub(crate) max_ts: AtomicU64,
     /// Serializes GC, rewrite and snapshot install, which must not interleave on the same versions
@@ -129,6 +138,7 @@ impl Store {
             meta: meta_ks,
             registry,
             latest,
+            rows: RowCache::new(opts.row_cache_bytes),
             max_ts: AtomicU64::new(max_ts),
             maintenance: Mutex::new(()),
             block_compression,
@@ -219,18 +229,38 @@ impl Store {
     /// what apply-time evaluation and TTL reads need (the caller decides what expiry means).
     pub fn version(&self, user_key: &[u8], read_ts: u64) -> Result<Option<Version>, StoreError> {
         let mut start = key::encode(user_key, read_ts)?;
-        let prefix = start.get(..start.len() - 8).unwrap_or_default();
-        // The index answers most reads with exact-key lookups; see latest.rs for when it cannot.
-        match self.indexed_ts(prefix)? {
-            None => return Ok(None),
-            Some(ts) if ts <= read_ts => {
+        let prefix_len = start.len() - 8;
+        let prefix = start.get(..prefix_len).unwrap_or_default().to_vec();
+        let ticket = match self.rows.get(&prefix) {
+            Lookup::Hit(Cached::Absent) => return Ok(None),
+            Lookup::Hit(Cached::Newest { ts, stored }) if ts <= read_ts => {
                 key::set_ts(&mut start, ts);
-                if let Some(stored) = self.data.get(&start)? {
-                    return self.opened_version(&start, ts, &stored).map(Some);
-                }
-                key::set_ts(&mut start, read_ts);
+                return self.opened_version(&start, ts, &stored).map(Some);
             }
-            Some(_) => {}
+            // The newest version is after `read_ts`: an older one is wanted, which the range finds.
+            Lookup::Hit(Cached::Newest { .. }) => None,
+            Lookup::Miss(ticket) => Some(ticket),
+        };
+        // The index answers most reads with exact-key lookups; see latest.rs for when it cannot.
+        if let Some(ticket) = ticket {
+            match self.indexed_ts(&prefix)? {
+                None => {
+                    self.rows.fill(&prefix, ticket, Cached::Absent);
+                    return Ok(None);
+                }
+                Some(ts) if ts <= read_ts => {
+                    key::set_ts(&mut start, ts);
+                    if let Some(stored) = self.data.get(&start)? {
+                        let version = self.opened_version(&start, ts, &stored)?;
+                        // A copy: `stored` may share a table block, which the cache must not pin.
+                        let stored = fjall::Slice::from(&stored[..]);
+                        self.rows.fill(&prefix, ticket, Cached::Newest { ts, stored });
+                        return Ok(Some(version));
+                    }
+                    key::set_ts(&mut start, read_ts);
+                }
+                Some(_) => {}
+            }
         }
         let mut end = start.clone();
         key::set_ts(&mut end, 0);
@@ -240,6 +270,11 @@ impl Store {
         let (mvcc_key, stored) = guard.into_inner()?;
         let (_, ts) = split_stored_key(&mvcc_key)?;
         self.opened_version(&mvcc_key, ts, &stored).map(Some)
+    }
+
+    /// The row cache's hit and miss counts and its size, for metrics.
+    pub fn row_cache_stats(&self) -> RowCacheStats {
+        self.rows.stats()
     }
 
     fn opened_version(&self, mvcc_key: &[u8], ts: u64, stored: &[u8]) -> Result<Version, StoreError> {
@@ -304,6 +339,7 @@ impl Store {
             batch.commit()?;
         }
         self.db.persist(PersistMode::SyncAll)?;
+        self.rows.clear();
         self.crypto.set_since(None);
         self.max_ts.store(0, Ordering::Release);
         Ok(())

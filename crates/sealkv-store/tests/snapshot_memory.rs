@@ -15,7 +15,13 @@ use common::*;
 static ALLOC: CountingAlloc = CountingAlloc;
 
 fn small_opts(keys: &Arc<sealkv_crypto::Keystore>) -> StoreOptions {
-    StoreOptions { keystore: keys.clone(), encryption_enabled: true, cache_bytes: 1 << 20, memtable_bytes: 2 << 20 }
+    StoreOptions {
+        keystore: keys.clone(),
+        encryption_enabled: true,
+        cache_bytes: 1 << 20,
+        memtable_bytes: 2 << 20,
+        row_cache_bytes: 1 << 20,
+    }
 }
 
 /// Peak heap growth (write, install) for a store of `mib` MiB of sealed 1 KiB values.

@@ -404,9 +404,13 @@ async fn info(fe: &Frontend, args: &[Vec<u8>]) -> Reply {
         ));
     }
     if want("stats") {
+        let rows = app.shared.store.row_cache_stats();
         out.push_str(&format!(
-            "# Stats\r\ntotal_commands_processed:{}\r\n\r\n",
-            fe.commands_processed.load(Ordering::Relaxed)
+            "# Stats\r\ntotal_commands_processed:{}\r\nrow_cache_hits:{}\r\nrow_cache_misses:{}\r\nrow_cache_bytes:{}\r\n\r\n",
+            fe.commands_processed.load(Ordering::Relaxed),
+            rows.hits,
+            rows.misses,
+            rows.bytes
         ));
     }
     if want("replication") {

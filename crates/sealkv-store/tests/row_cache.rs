@@ -1,0 +1,163 @@
+//! The row cache never answers differently from the LSM under it: every writer of the data
+//! keyspace (apply, GC, rewrite, snapshot install, wipe) updates or drops what it caches, and a
+//! reader racing a writer never puts an older version back.
+
+mod common;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+use sealkv_crypto::Purpose;
+use sealkv_store::{Durability, RewriteOptions, RewriteTarget, Store, StoreOptions, Version};
+
+use common::*;
+
+fn value_of(store: &Store, key: &[u8], read_ts: u64) -> Option<(u64, Option<Vec<u8>>)> {
+    store.version(key, read_ts).unwrap().map(|Version { ts, value }| (ts, value.map(|(v, _)| v)))
+}
+
+#[test]
+fn hot_reads_are_hits_and_older_read_timestamps_still_see_older_versions() {
+    let dir = tempfile::tempdir().unwrap();
+    let keys = keystore();
+    let store = open_sealed(dir.path(), &keys, 1);
+    put(&store, 2, b"k", 10, b"old", 0);
+    put(&store, 3, b"k", 20, b"new", 0);
+    let before = store.row_cache_stats();
+    for _ in 0..5 {
+        assert_eq!(value_of(&store, b"k", u64::MAX), Some((20, Some(b"new".to_vec()))));
+    }
+    assert_eq!(store.row_cache_stats().hits - before.hits, 5, "the write left its version in the cache");
+    // The cached newest version is after the read timestamp: the LSM answers.
+    assert_eq!(value_of(&store, b"k", 15), Some((10, Some(b"old".to_vec()))));
+    assert_eq!(value_of(&store, b"k", 5), None);
+    // A key never written is cached as absent, and a write replaces that.
+    assert_eq!(value_of(&store, b"fresh", u64::MAX), None);
+    let hits = store.row_cache_stats().hits;
+    assert_eq!(value_of(&store, b"fresh", u64::MAX), None);
+    assert_eq!(store.row_cache_stats().hits, hits + 1, "absence is cached");
+    put(&store, 4, b"fresh", 30, b"now", 0);
+    assert_eq!(value_of(&store, b"fresh", u64::MAX), Some((30, Some(b"now".to_vec()))));
+}
+
+#[test]
+fn gc_of_a_dead_key_drops_its_cached_tombstone() {
+    let dir = tempfile::tempdir().unwrap();
+    let keys = keystore();
+    let store = open(dir.path(), &keys, false);
+    put(&store, 1, b"k", 10, b"v", 0);
+    delete(&store, 2, b"k", 20);
+    assert_eq!(value_of(&store, b"k", u64::MAX), Some((20, None)), "tombstone read (and cached)");
+    let report = store.gc(30, 1_000).unwrap();
+    assert_eq!(report.versions_removed, 2);
+    // What an apply and WATCH see: no version at all, as on a replica that restarted after GC.
+    assert_eq!(value_of(&store, b"k", u64::MAX), None);
+}
+
+#[test]
+fn rewrite_drops_versions_cached_under_the_retired_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let keys = keystore();
+    let store = open_sealed(dir.path(), &keys, 1);
+    put(&store, 2, b"k", 10, b"sealed under A", 0);
+    assert_eq!(value_of(&store, b"k", u64::MAX), Some((10, Some(b"sealed under A".to_vec()))));
+    store.set_sealer(Some(sealer(&keys, DEK_B)));
+    store.rewrite(RewriteOptions::new(RewriteTarget::AllButActive), |_| {}).unwrap();
+    keys.set_active(Purpose::Storage, DEK_B).unwrap();
+    keys.remove(DEK_A).unwrap();
+    // A cached copy sealed under A would now fail to open: the rewrite must have dropped it.
+    assert_eq!(value_of(&store, b"k", u64::MAX), Some((10, Some(b"sealed under A".to_vec()))));
+}
+
+#[test]
+fn a_snapshot_install_drops_cached_absences() {
+    let dir = tempfile::tempdir().unwrap();
+    let keys = keystore();
+    let store = open(dir.path(), &keys, true);
+    let stream = small_encrypted_stream();
+    // Find a key the stream holds, by installing it once elsewhere.
+    let probe_dir = tempfile::tempdir().unwrap();
+    let probe = open(probe_dir.path(), &keys, true);
+    probe.install_snapshot(stream.as_slice()).unwrap();
+    let (key, value) = probe
+        .scan(&sealkv_store::KeyRange::all(), u64::MAX, 0, sealkv_store::Direction::Forward)
+        .next()
+        .expect("the stream holds a key")
+        .unwrap();
+    // Absent before the install, and cached as such.
+    assert_eq!(store.get(&key, u64::MAX, 0).unwrap(), None);
+    store.install_snapshot(stream.as_slice()).unwrap();
+    assert_eq!(store.get(&key, u64::MAX, 0).unwrap(), Some(value));
+}
+
+#[test]
+fn a_zero_budget_turns_the_cache_off() {
+    let dir = tempfile::tempdir().unwrap();
+    let keys = keystore();
+    let opts = StoreOptions { keystore: keys.clone(), row_cache_bytes: 0, ..StoreOptions::default() };
+    let store = Store::open(dir.path(), opts).unwrap();
+    put(&store, 1, b"k", 10, b"v", 0);
+    for _ in 0..3 {
+        assert_eq!(value_of(&store, b"k", u64::MAX), Some((10, Some(b"v".to_vec()))));
+    }
+    let stats = store.row_cache_stats();
+    assert_eq!((stats.hits, stats.bytes), (0, 0));
+}
+
+/// A writer commits increasing versions of a few keys while readers read them: a read that
+/// starts after a commit returned must see that version or a newer one. A fill that ignored
+/// its ticket would put a version read before a commit back over the commit's update, and a
+/// later read would see it. The cache is tiny and the writer also writes filler keys, so the
+/// watched keys keep being evicted and readers keep missing and filling.
+#[test]
+fn readers_racing_a_writer_never_see_a_version_older_than_a_finished_commit() {
+    const KEYS: u64 = 4;
+    const WRITES: u64 = 20_000;
+    const READS: u64 = 50_000;
+    let dir = tempfile::tempdir().unwrap();
+    let keys = keystore();
+    let opts = StoreOptions { keystore: keys.clone(), row_cache_bytes: 16 << 10, ..StoreOptions::default() };
+    let store = Arc::new(Store::open(dir.path(), opts).unwrap());
+    let committed: Arc<Vec<AtomicU64>> = Arc::new((0..KEYS).map(|_| AtomicU64::new(0)).collect());
+    let done = Arc::new(AtomicBool::new(false));
+    let reads = Arc::new(AtomicU64::new(0));
+    let readers: Vec<_> = (0..2)
+        .map(|r| {
+            let (store, committed, done, reads) = (store.clone(), committed.clone(), done.clone(), reads.clone());
+            std::thread::spawn(move || {
+                let mut i = r;
+                while !done.load(Ordering::Acquire) {
+                    let k = i % KEYS;
+                    i += 1;
+                    let floor = committed[k as usize].load(Ordering::Acquire);
+                    let seen = store.version(format!("key{k}").as_bytes(), u64::MAX).unwrap().map_or(0, |v| v.ts);
+                    assert!(seen >= floor, "key{k}: read ts {seen} after commit {floor} had returned");
+                    reads.fetch_add(1, Ordering::Relaxed);
+                }
+            })
+        })
+        .collect();
+    // However the threads get scheduled, the writer keeps going until the readers read a lot.
+    let mut ts = 1;
+    while ts < WRITES || reads.load(Ordering::Relaxed) < READS {
+        ts += 1;
+        let k = ts % KEYS;
+        let mut b = store.batch();
+        b.put(format!("key{k}").as_bytes(), ts, &ts.to_be_bytes(), 0).unwrap();
+        for f in 0..4 {
+            b.put(format!("filler{}", (ts * 4 + f) % 1000).as_bytes(), ts, b"f", 0).unwrap();
+        }
+        b.commit(&applied(ts), Durability::Buffered).unwrap();
+        committed[k as usize].store(ts, Ordering::Release);
+        if ts % 64 == 0 {
+            // Let a reader fill between writes now and then, so fills and puts interleave.
+            std::thread::yield_now();
+        }
+    }
+    done.store(true, Ordering::Release);
+    for r in readers {
+        r.join().unwrap();
+    }
+    let stats = store.row_cache_stats();
+    assert!(stats.hits > 0 && stats.misses > 0, "both paths ran: {stats:?}");
+}
