@@ -322,6 +322,16 @@ impl Store {
     /// Removes every version, registry row and replicated metadata record (before installing a
     /// snapshot over a diverged or partial store). Durable when it returns.
     pub fn wipe(&self) -> Result<(), StoreError> {
+        let removed = self.remove_everything();
+        // Cleared even when the wipe failed part-way: whatever was removed must not be served.
+        self.rows.clear();
+        removed?;
+        self.crypto.set_since(None);
+        self.max_ts.store(0, Ordering::Release);
+        Ok(())
+    }
+
+    fn remove_everything(&self) -> Result<(), StoreError> {
         for ks in [&self.data, &self.latest, &self.registry, &self.meta] {
             let mut batch = self.db.batch();
             let mut n = 0usize;
@@ -338,11 +348,7 @@ impl Store {
             }
             batch.commit()?;
         }
-        self.db.persist(PersistMode::SyncAll)?;
-        self.rows.clear();
-        self.crypto.set_since(None);
-        self.max_ts.store(0, Ordering::Release);
-        Ok(())
+        Ok(self.db.persist(PersistMode::SyncAll)?)
     }
 }
 
