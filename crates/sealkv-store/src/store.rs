@@ -230,8 +230,7 @@ impl Store {
     pub fn version(&self, user_key: &[u8], read_ts: u64) -> Result<Option<Version>, StoreError> {
         let mut start = key::encode(user_key, read_ts)?;
         let prefix_len = start.len() - 8;
-        let prefix = start.get(..prefix_len).unwrap_or_default().to_vec();
-        let ticket = match self.rows.get(&prefix) {
+        let ticket = match self.rows.get(version_prefix(&start, prefix_len)) {
             Lookup::Hit(Cached::Absent) => return Ok(None),
             Lookup::Hit(Cached::Newest { ts, stored }) if ts <= read_ts => {
                 key::set_ts(&mut start, ts);
@@ -243,9 +242,9 @@ impl Store {
         };
         // The index answers most reads with exact-key lookups; see latest.rs for when it cannot.
         if let Some(ticket) = ticket {
-            match self.indexed_ts(&prefix)? {
+            match self.indexed_ts(version_prefix(&start, prefix_len))? {
                 None => {
-                    self.rows.fill(&prefix, ticket, Cached::Absent);
+                    self.rows.fill(version_prefix(&start, prefix_len), ticket, Cached::Absent);
                     return Ok(None);
                 }
                 Some(ts) if ts <= read_ts => {
@@ -254,7 +253,7 @@ impl Store {
                         let version = self.opened_version(&start, ts, &stored)?;
                         // A copy: `stored` may share a table block, which the cache must not pin.
                         let stored = fjall::Slice::from(&stored[..]);
-                        self.rows.fill(&prefix, ticket, Cached::Newest { ts, stored });
+                        self.rows.fill(version_prefix(&start, prefix_len), ticket, Cached::Newest { ts, stored });
                         return Ok(Some(version));
                     }
                     key::set_ts(&mut start, read_ts);
@@ -350,6 +349,11 @@ impl Store {
         }
         Ok(self.db.persist(PersistMode::SyncAll)?)
     }
+}
+
+/// The version prefix (user key and terminator) of an encoded MVCC key whose prefix is `len` long.
+fn version_prefix(mvcc_key: &[u8], len: usize) -> &[u8] {
+    mvcc_key.get(..len).unwrap_or_default()
 }
 
 /// One version of a key, as [`Store::version`] and [`crate::ApplyBatch::latest`] return it.
