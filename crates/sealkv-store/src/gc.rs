@@ -88,7 +88,7 @@ impl Store {
                 if !drop_anchor {
                     continue;
                 }
-                dropped.push(Slice::from(prefix));
+                dropped.extend(anchored.clone());
             }
             batch.remove(&self.data, mvcc_key);
             pending += 1;
@@ -97,14 +97,6 @@ impl Store {
         batch.commit()?;
         self.invalidate_rows(&mut dropped);
         Ok(report)
-    }
-
-    /// Drops the row cache entries of keys whose newest version a committed batch removed or
-    /// changed.
-    pub(crate) fn invalidate_rows(&self, prefixes: &mut Vec<Slice>) {
-        for prefix in prefixes.drain(..) {
-            self.rows.invalidate(&prefix);
-        }
     }
 
     /// Counts stored versions by how they are protected (for retire-dek and the values-per-DEK

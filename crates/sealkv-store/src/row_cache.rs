@@ -189,6 +189,16 @@ impl RowCache {
     }
 }
 
+impl crate::store::Store {
+    /// Drops the row cache entries of keys whose newest version a committed batch removed or
+    /// changed (GC, rewrite).
+    pub(crate) fn invalidate_rows(&self, prefixes: &mut Vec<Slice>) {
+        for prefix in prefixes.drain(..) {
+            self.rows.invalidate(&prefix);
+        }
+    }
+}
+
 impl Shard {
     fn insert(&mut self, prefix: &[u8], value: Cached, budget: usize) {
         let cost = ENTRY_OVERHEAD + prefix.len() + value.cost();
