@@ -40,10 +40,11 @@ fn run_dev(encrypted: bool) -> Vec<std::path::PathBuf> {
     let canaries: Vec<String> = (0..20).map(|i| format!("CANARY{i:02}-{:016x}", rand_u64(i))).collect();
     for (i, v) in canaries.iter().enumerate() {
         let endpoint = format!("127.0.0.1:{}", base + (i % 3) as u16);
-        let o = sealkv(&["kv", "--endpoint", &endpoint, "put", &format!("key{i}"), v]);
+        // `ready` means a leader was elected; on a loaded machine another election can follow.
+        let o = sealkv_retrying(&["kv", "--endpoint", &endpoint, "put", &format!("key{i}"), v]);
         assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     }
-    let o = sealkv(&["kv", "--endpoint", &grpc, "get", "key7"]);
+    let o = sealkv_retrying(&["kv", "--endpoint", &grpc, "get", "key7"]);
     assert_eq!(String::from_utf8(o.stdout).unwrap(), canaries[7]);
     Command::new("kill").arg("-TERM").arg(child.id().to_string()).status().unwrap();
     let deadline = std::time::Instant::now() + Duration::from_secs(30);

@@ -35,6 +35,21 @@ pub fn sealkv(args: &[&str]) -> Output {
     Command::new(BIN).args(args).stdin(Stdio::null()).output().expect("run sealkv")
 }
 
+/// Runs `sealkv` and, while it fails with a transient refusal (an election in progress, a
+/// leadership move), runs it again, for up to 60 s; any other outcome is returned as it is.
+pub fn sealkv_retrying(args: &[&str]) -> Output {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let o = sealkv(args);
+        let err = String::from_utf8_lossy(&o.stderr);
+        let transient = !o.status.success() && (err.contains("Unavailable") || err.contains("NotLeader"));
+        if !transient || Instant::now() >= deadline {
+            return o;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
 pub fn write_kek(path: &Path, byte: u8) {
     let mut f = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(path).unwrap();
     let bytes: Vec<u8> = (0..32u8).map(|i| i.wrapping_mul(7) ^ byte).collect();
