@@ -671,5 +671,41 @@ class Failures(unittest.TestCase):
             dev.stop()
 
 
+class LogBudget(unittest.TestCase):
+    """The Raft log is bounded in bytes, not only in entries (--snapshot-log-mib, --keep-log-mib)."""
+
+    def test_the_raft_log_stays_within_its_byte_budget(self):
+        # Entry counts that never trigger: only the byte budget can snapshot and purge here.
+        dev = Dev(extra=["--snapshot-log-mib=1", "--keep-log-mib=1", "--snapshot-every=1000000",
+                         "--keep-logs=1000000"])
+        try:
+            c = redis.Redis(port=dev.leader_port(), socket_timeout=60)
+            values = {}
+            for batch in range(8):
+                p = c.pipeline(transaction=False)
+                for i in range(16):
+                    k = f"big:{batch}:{i}"
+                    values[k] = os.urandom(64 << 10)
+                    p.set(k, values[k])
+                self.assertTrue(all(r is True for r in p.execute()))
+            # 8 MiB went through every log. Once the triggers have run, what stays is under 1 MiB
+            # past the last snapshot plus at most 1 MiB kept behind it, on every node.
+            deadline = time.time() + 90
+            while True:
+                infos = [redis.Redis(port=p, socket_timeout=30).info("replication") for p in dev.ports]
+                if all(i["raft_snapshot_index"] > 0 and i["raft_last_purged"] > 0 and i["raft_log_bytes"] < 2 << 20
+                       for i in infos):
+                    break
+                self.assertLess(time.time(), deadline, f"log not trimmed to its budget: {infos}")
+                time.sleep(0.5)
+            # Nothing the snapshots and purges covered is lost, on any node.
+            for p in dev.ports:
+                rc = redis.Redis(port=p, socket_timeout=60)
+                got = rc.mget(list(values))
+                self.assertEqual([k for k, v in zip(values, got) if v != values[k]], [], f"port {p}")
+        finally:
+            dev.stop()
+
+
 if __name__ == "__main__":
     unittest.main()

@@ -6,9 +6,15 @@
 //! fsync (spec 04). Every mutation here is one batch committed with `SyncData` before it is
 //! acknowledged: append before `log_io_completed`, the vote before `save_vote` returns, and
 //! truncate and purge as one atomic batch each.
+//!
+//! The store also keeps every present entry's encoded size in memory ([`LogSizes`]), so the
+//! server can bound the log in bytes as well as in entries: a command-batch entry carries up to
+//! 8 MiB, so an entry count alone lets the log grow without a useful bound.
 
+use std::collections::VecDeque;
 use std::fmt::Debug;
 use std::ops::{Bound, RangeBounds};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
 use openraft::storage::{LogFlushed, LogState, RaftLogStorage};
@@ -25,12 +31,82 @@ const VOTE: &[u8] = b"vote";
 const COMMITTED: &[u8] = b"committed";
 const PURGED: &[u8] = b"last_purged";
 
-/// The log store. Cheap to clone: readers share the keyspaces.
+/// The log store. Cheap to clone: readers share the keyspaces and the size index.
 #[derive(Clone)]
 pub struct LogStore {
     db: Database,
     log: Keyspace,
     state: Keyspace,
+    sizes: Arc<Mutex<LogSizes>>,
+}
+
+/// The encoded size of every entry present in the log, in index order. Updated only after the
+/// batch that changes the log has committed, so it never counts an entry the disk lacks for
+/// longer than the commit takes.
+#[derive(Debug, Default)]
+pub struct LogSizes {
+    entries: VecDeque<(u64, u64)>,
+    bytes: u64,
+}
+
+impl LogSizes {
+    fn push(&mut self, index: u64, bytes: u64) {
+        self.entries.push_back((index, bytes));
+        self.bytes += bytes;
+    }
+
+    /// Forgets entries at `from` and above (a truncate).
+    fn truncate(&mut self, from: u64) {
+        while let Some(&(i, b)) = self.entries.back()
+            && i >= from
+        {
+            self.entries.pop_back();
+            self.bytes -= b;
+        }
+    }
+
+    /// Forgets entries at `upto` and below (a purge).
+    fn purge(&mut self, upto: u64) {
+        while let Some(&(i, b)) = self.entries.front()
+            && i <= upto
+        {
+            self.entries.pop_front();
+            self.bytes -= b;
+        }
+    }
+
+    /// Entries and bytes in the log.
+    pub fn usage(&self) -> LogUsage {
+        LogUsage { entries: self.entries.len() as u64, bytes: self.bytes }
+    }
+
+    /// Bytes of the entries above `index`: what a snapshot at `index` would not cover.
+    pub fn bytes_after(&self, index: u64) -> u64 {
+        self.entries.iter().rev().take_while(|(i, _)| *i > index).map(|(_, b)| b).sum()
+    }
+
+    /// The highest index to purge so that the entries kept at or below `snapshot` (the ones a
+    /// lagging follower can still catch up from without a snapshot) stay within `keep_bytes`;
+    /// `None` when they already do.
+    pub fn purge_point(&self, snapshot: u64, keep_bytes: u64) -> Option<u64> {
+        let mut kept = 0u64;
+        for &(i, b) in self.entries.iter().rev().skip_while(|(i, _)| *i > snapshot) {
+            kept = kept.saturating_add(b);
+            if kept > keep_bytes {
+                return Some(i);
+            }
+        }
+        None
+    }
+}
+
+/// How much log a node holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct LogUsage {
+    /// Entries present (purged and truncated ones excluded).
+    pub entries: u64,
+    /// Their encoded bytes, as stored (raft envelopes included).
+    pub bytes: u64,
 }
 
 impl Debug for LogStore {
@@ -68,7 +144,26 @@ impl LogStore {
             KeyspaceCreateOptions::default().data_block_compression_policy(fjall::config::CompressionPolicy::disabled())
         })?;
         let state = db.keyspace(STATE, KeyspaceCreateOptions::default)?;
-        Ok(LogStore { db: db.clone(), log, state })
+        // One pass over the log at startup; the byte budget keeps the log, and this pass, bounded.
+        let mut sizes = LogSizes::default();
+        for guard in log.iter() {
+            let (k, v) = guard.into_inner()?;
+            // A key that is not 8 bytes is not ours; `entry()` and the readers refuse it later.
+            if let Ok(k) = <[u8; 8]>::try_from(k.as_ref()) {
+                sizes.push(u64::from_be_bytes(k), v.len() as u64);
+            }
+        }
+        Ok(LogStore { db: db.clone(), log, state, sizes: Arc::new(Mutex::new(sizes)) })
+    }
+
+    /// Runs `f` on the size index (a poisoned lock is recovered: the index is updated by whole
+    /// operations only, so it is never left half-changed).
+    pub fn sizes<R>(&self, f: impl FnOnce(&LogSizes) -> R) -> R {
+        f(&self.sizes.lock().unwrap_or_else(PoisonError::into_inner))
+    }
+
+    fn sizes_mut(&self) -> std::sync::MutexGuard<'_, LogSizes> {
+        self.sizes.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     fn get_state<T: DeserializeOwned>(&self, key: &[u8]) -> Result<Option<T>, StorageError> {
@@ -95,9 +190,17 @@ impl LogStore {
     /// Replaces the entry at `index` (synced). Only for fault-injection tools and tests: a
     /// running node never rewrites its log in place.
     pub fn overwrite(&self, entry: &Entry) -> Result<(), StorageError> {
+        let v = encode(entry)?;
+        let len = v.len() as u64;
         let mut b = self.db.batch();
-        b.insert(&self.log, entry.log_id.index.to_be_bytes(), encode(entry)?);
-        b.durability(Some(PersistMode::SyncData)).commit().map_err(write_err)
+        b.insert(&self.log, entry.log_id.index.to_be_bytes(), v);
+        b.durability(Some(PersistMode::SyncData)).commit().map_err(write_err)?;
+        let mut sizes = self.sizes_mut();
+        if let Some(slot) = sizes.entries.iter_mut().find(|(i, _)| *i == entry.log_id.index) {
+            let old = std::mem::replace(&mut slot.1, len);
+            sizes.bytes = sizes.bytes - old + len;
+        }
+        Ok(())
     }
 
     /// Calls `visit` on each entry with `after < index <= upto` until it returns false.
@@ -214,12 +317,24 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         I::IntoIter: OptionalSend,
     {
         let mut b = self.db.batch();
+        let mut added = Vec::new();
         for e in entries {
-            b.insert(&self.log, e.log_id.index.to_be_bytes(), encode(&e)?);
+            let v = encode(&e)?;
+            added.push((e.log_id.index, v.len() as u64));
+            b.insert(&self.log, e.log_id.index.to_be_bytes(), v);
         }
         let res = b.durability(Some(PersistMode::SyncData)).commit();
         match res {
             Ok(()) => {
+                {
+                    let mut sizes = self.sizes_mut();
+                    for (i, n) in added {
+                        // openraft truncates before it appends over a conflict; this keeps the
+                        // index right even if an append ever rewrote entries in place.
+                        sizes.truncate(i);
+                        sizes.push(i, n);
+                    }
+                }
                 callback.log_io_completed(Ok(()));
                 Ok(())
             }
@@ -232,12 +347,16 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn truncate(&mut self, log_id: LogId) -> Result<(), StorageError> {
-        self.remove_range(log_id.index, u64::MAX, None)
+        self.remove_range(log_id.index, u64::MAX, None)?;
+        self.sizes_mut().truncate(log_id.index);
+        Ok(())
     }
 
     async fn purge(&mut self, log_id: LogId) -> Result<(), StorageError> {
         let v = encode(&log_id)?;
-        self.remove_range(0, log_id.index, Some((PURGED, v)))
+        self.remove_range(0, log_id.index, Some((PURGED, v)))?;
+        self.sizes_mut().purge(log_id.index);
+        Ok(())
     }
 }
 
@@ -248,5 +367,132 @@ impl sealkv_crypto::guards::LogScanner for LogStore {
             _ => true,
         })
         .map_err(|e| e.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use proptest::prelude::*;
+
+    use super::*;
+
+    fn sizes(entries: &[(u64, u64)]) -> LogSizes {
+        let mut s = LogSizes::default();
+        for &(i, b) in entries {
+            s.push(i, b);
+        }
+        s
+    }
+
+    #[test]
+    fn bytes_after_counts_only_what_a_snapshot_would_not_cover() {
+        let s = sizes(&[(5, 10), (6, 20), (7, 40)]);
+        assert_eq!(s.bytes_after(0), 70);
+        assert_eq!(s.bytes_after(5), 60);
+        assert_eq!(s.bytes_after(7), 0);
+        assert_eq!(s.usage(), LogUsage { entries: 3, bytes: 70 });
+    }
+
+    #[test]
+    fn the_purge_point_keeps_at_most_the_budget_below_the_snapshot() {
+        let s = sizes(&[(1, 100), (2, 100), (3, 100), (4, 100), (5, 100)]);
+        // Snapshot at 4: entries 4, 3 (200 bytes) fit in 250; 2 would not, so purge up to 2.
+        assert_eq!(s.purge_point(4, 250), Some(2));
+        assert_eq!(s.purge_point(4, 200), Some(2));
+        assert_eq!(s.purge_point(4, 199), Some(3));
+        // Everything at or below the snapshot fits: nothing to purge.
+        assert_eq!(s.purge_point(4, 400), None);
+        // A budget of 0 purges up to the snapshot itself, never past it.
+        assert_eq!(s.purge_point(4, 0), Some(4));
+        assert_eq!(s.purge_point(0, 0), None);
+    }
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        Append(Vec<u64>),
+        Truncate(u64),
+        Purge(u64),
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            prop::collection::vec(0u64..1000, 1..5).prop_map(Op::Append),
+            (0u64..40).prop_map(Op::Truncate),
+            (0u64..40).prop_map(Op::Purge),
+        ]
+    }
+
+    proptest! {
+        /// The index matches a plain map of what the log holds after any mix of appends,
+        /// truncates and purges, as openraft issues them (appends continue at the next index).
+        #[test]
+        fn the_size_index_matches_a_model(ops in prop::collection::vec(op(), 1..40), snap in 0u64..40, keep in 0u64..3000) {
+            let mut s = LogSizes::default();
+            let mut model = BTreeMap::new();
+            let mut next = 1u64;
+            let mut purged = 0u64;
+            for op in ops {
+                match op {
+                    Op::Append(lens) => {
+                        for b in lens {
+                            s.push(next, b);
+                            model.insert(next, b);
+                            next += 1;
+                        }
+                    }
+                    Op::Truncate(from) => {
+                        // openraft never truncates purged entries.
+                        let from = from.max(purged + 1);
+                        s.truncate(from);
+                        model.retain(|i, _| *i < from);
+                        next = next.min(from);
+                    }
+                    Op::Purge(upto) => {
+                        s.purge(upto);
+                        model.retain(|i, _| *i > upto);
+                        purged = purged.max(upto);
+                        next = next.max(upto + 1);
+                    }
+                }
+            }
+            let bytes: u64 = model.values().sum();
+            prop_assert_eq!(s.usage(), LogUsage { entries: model.len() as u64, bytes });
+            prop_assert_eq!(s.bytes_after(snap), model.range(snap + 1..).map(|(_, b)| b).sum::<u64>());
+            // The purge point keeps within the budget, and keeping one more entry would not.
+            match s.purge_point(snap, keep) {
+                Some(p) => {
+                    prop_assert!(p <= snap);
+                    let kept: u64 = model.range(p + 1..).take_while(|(i, _)| **i <= snap).map(|(_, b)| b).sum();
+                    prop_assert!(kept <= keep);
+                    prop_assert!(kept + model[&p] > keep);
+                }
+                None => prop_assert!(model.range(..=snap).map(|(_, b)| b).sum::<u64>() <= keep),
+            }
+        }
+    }
+
+    #[test]
+    fn reopening_rebuilds_the_index_from_disk() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Database::builder(dir.path()).open().unwrap();
+        let log = LogStore::open(&db).unwrap();
+        for index in 1..=3u64 {
+            let entry = Entry {
+                log_id: openraft::LogId::new(openraft::CommittedLeaderId::new(1, 1), index),
+                payload: openraft::EntryPayload::Normal(crate::types::Payload(vec![7; 100 * index as usize])),
+            };
+            log.overwrite(&entry).unwrap();
+        }
+        let before = log.sizes(|s| s.usage());
+        assert_eq!(before.entries, 0, "overwrite only resizes entries it already indexes");
+        drop(log);
+        let log = LogStore::open(&db).unwrap();
+        let usage = log.sizes(|s| s.usage());
+        assert_eq!(usage.entries, 3);
+        assert!(usage.bytes >= 600, "{usage:?}");
+        let third = log.sizes(|s| s.bytes_after(2));
+        assert!((300..400).contains(&third), "entry 3 carries 300 payload bytes: {third}");
     }
 }

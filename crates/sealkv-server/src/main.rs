@@ -15,6 +15,7 @@ mod coordinator;
 mod dev;
 mod encryption;
 mod gc;
+mod log_budget;
 mod node;
 mod redis;
 

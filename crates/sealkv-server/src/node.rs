@@ -80,6 +80,13 @@ pub struct ServerArgs {
     /// Log entries kept behind a snapshot for followers that lag a little.
     #[arg(long, default_value_t = 5_000)]
     pub keep_logs: u64,
+    /// Also build a snapshot once the log past the last one holds this many MiB (a write-heavy
+    /// node packs many commands into each entry, so entries alone do not bound the log).
+    #[arg(long, default_value_t = 512, value_parser = clap::value_parser!(u64).range(1..))]
+    pub snapshot_log_mib: u64,
+    /// Keep at most this many MiB of log behind a snapshot (and at most `--keep-logs` entries).
+    #[arg(long, default_value_t = 64)]
+    pub keep_log_mib: u64,
     /// Seconds between MVCC GC passes on this node (0: never collect).
     #[arg(long, default_value_t = 60)]
     pub gc_every_secs: u64,
@@ -205,6 +212,7 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
         ..Default::default()
     }
     .validate()?;
+    let log_reader = log.clone();
     let raft = Raft::new(me, Arc::new(config), NetworkFactory, log, sm).await?;
     let coordinator = Arc::new(Coordinator::new(raft.clone(), shared.clone(), me));
     let advertise = args.advertise.clone().unwrap_or_else(|| args.listen_grpc.to_string());
@@ -218,6 +226,7 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
         name: args.node_id.clone(),
         addr: advertise,
         kek: kek.clone().filter(|_| args.encryption_enabled),
+        log: log_reader.clone(),
     });
 
     let listener = tokio::net::TcpListener::bind(args.listen_grpc)
@@ -280,6 +289,12 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
         tokio::spawn(encryption::registrar(app.clone()));
     }
     tracing::info!(node = %args.node_id, grpc = %args.listen_grpc, encryption = args.encryption_enabled, "sealkv server started");
+
+    let budget = crate::log_budget::LogBudget {
+        snapshot_after_bytes: args.snapshot_log_mib.saturating_mul(1 << 20),
+        keep_bytes: args.keep_log_mib.saturating_mul(1 << 20),
+    };
+    tokio::spawn(crate::log_budget::run(raft.clone(), log_reader, budget));
 
     if args.gc_every_secs > 0 {
         let schedule = crate::gc::GcSchedule {
@@ -399,6 +414,8 @@ pub struct App {
     pub(crate) addr: String,
     /// The KEK, when the node runs with `--encryption-enabled` (otherwise `None`).
     pub(crate) kek: Option<Arc<dyn KekProvider>>,
+    /// The Raft log's reader half, for its size (`INFO replication`).
+    pub(crate) log: LogStore,
 }
 
 impl AppHandler for App {

@@ -427,13 +427,19 @@ async fn info(fe: &Frontend, args: &[Vec<u8>]) -> Reply {
             .and_then(|l| m.membership_config.membership().get_node(&l).map(|n| n.name.clone()))
             .unwrap_or_default();
         let voters = m.membership_config.membership().voter_ids().count();
+        let log = app.log.sizes(|s| s.usage());
         out.push_str(&format!(
-            "# Replication\r\nrole:{}\r\nraft_role:{raft_role}\r\nraft_node:{}\r\nraft_leader:{leader}\r\nraft_term:{}\r\nraft_last_applied:{}\r\nraft_voters:{voters}\r\nconnected_slaves:{}\r\n\r\n",
+            "# Replication\r\nrole:{}\r\nraft_role:{raft_role}\r\nraft_node:{}\r\nraft_leader:{leader}\r\nraft_term:{}\r\nraft_last_applied:{}\r\nraft_voters:{voters}\r\nconnected_slaves:{}\r\n\
+             raft_snapshot_index:{}\r\nraft_last_purged:{}\r\nraft_log_entries:{}\r\nraft_log_bytes:{}\r\n\r\n",
             if raft_role == "leader" { "master" } else { "slave" },
             app.name,
             m.current_term,
             m.last_applied.map(|l| l.index).unwrap_or(0),
             if raft_role == "leader" { voters.saturating_sub(1) } else { 0 },
+            m.snapshot.map_or(0, |l| l.index),
+            m.purged.map_or(0, |l| l.index),
+            log.entries,
+            log.bytes,
         ));
     }
     if want("encryption") {
