@@ -552,6 +552,34 @@ class BadInput(Base):
             self.assertTrue(redis.Redis(port=p).ping())
         self.assertEqual(self.leader.get(self.k("canary")), b"alive")
 
+    def test_a_write_too_big_for_one_raft_entry_is_refused_alone(self):
+        # Once, a 64 MiB SET stopped the leader's Raft core ("size limit has been reached").
+        big = b"x" * (17 << 20)
+        for port in (DEV.leader_port(), DEV.follower_ports()[0]):
+            c = redis.Redis(port=port, socket_timeout=60)
+            with self.assertRaises(redis.ResponseError) as cm:
+                c.set(self.k("big"), big)
+            self.assertIn("exceeds the 16 MiB limit of one replicated entry", str(cm.exception))
+            self.assertTrue(c.ping())
+            # Pipelined with small writes, only the oversize one is refused.
+            p = c.pipeline(transaction=False)
+            p.set(self.k("before"), "b").set(self.k("big"), big).set(self.k("after"), "a")
+            got = p.execute(raise_on_error=False)
+            self.assertEqual(got[0], True)
+            self.assertIsInstance(got[1], redis.ResponseError)
+            self.assertEqual(got[2], True)
+        self.assertIsNone(self.leader.get(self.k("big")))
+        # A pipeline whose writes add up past the limit is split over entries, not refused.
+        values = {self.k(f"part{i}"): os.urandom(7 << 20) for i in range(3)}
+        p = self.r.pipeline(transaction=False)
+        for k, v in values.items():
+            p.set(k, v)
+        self.assertEqual(p.execute(), [True] * 3)
+        for port in DEV.ports:
+            c = redis.Redis(port=port, socket_timeout=60)
+            self.assertEqual(c.mget(list(values)), list(values.values()))
+        self.assertIntact()
+
     def test_malformed_resp_is_answered_and_closed(self):
         self.r.set(self.k("before"), "kept")
         for payload in [b"*2\r\n$3\r\nGET\r\n:5\r\n", b"*x\r\n", b"*1\r\n$2\r\nabc\r\n", b"$5\r\nhello\r\n",

@@ -21,5 +21,18 @@ pub mod state_machine;
 pub mod types;
 
 pub use machine_frame::encode as machine_payload;
+
+/// The largest FSM payload one Raft entry may carry; the coordinator refuses bigger writes.
+///
+/// Why: every entry must reach a follower inside one AppendEntries message
+/// ([`codec::MAX_MESSAGE_LEN`], 64 MiB, which also bounds the log codec) and within openraft's
+/// per-RPC timeout of one heartbeat interval, fsync included. A larger write used to stop the
+/// leader's Raft core at log append ("size limit has been reached").
+pub const MAX_ENTRY_PAYLOAD: usize = 16 << 20;
+
+/// How many bytes of entries one AppendEntries carries at most (one entry always goes, however
+/// large): a lagging follower catches up in RPCs that finish inside the heartbeat-interval
+/// timeout, instead of one huge RPC that times out and is sent again.
+pub const MAX_APPEND_BYTES: u64 = 4 << 20;
 pub use state_machine::{Halt, Machine, Shared, StateMachine};
 pub use types::{ApplyResult, Member, Payload, Raft, TypeConfig};

@@ -276,6 +276,26 @@ impl RaftLogReader<TypeConfig> for LogStore {
         }
         Ok(out)
     }
+
+    /// Replication's read: at most [`crate::MAX_APPEND_BYTES`] of entries (at least one), so
+    /// an AppendEntries never outgrows the message limit or the RPC timeout.
+    async fn limited_get_log_entries(&mut self, start: u64, end: u64) -> Result<Vec<Entry>, StorageError> {
+        let Some(last) = end.checked_sub(1) else { return Ok(Vec::new()) };
+        if start > last {
+            return Ok(Vec::new());
+        }
+        let mut out = Vec::new();
+        let mut bytes = 0u64;
+        for guard in self.log.range(start.to_be_bytes()..=last.to_be_bytes()) {
+            let (_, v) = guard.into_inner().map_err(read_err)?;
+            bytes = bytes.saturating_add(v.len() as u64);
+            if !out.is_empty() && bytes > crate::MAX_APPEND_BYTES {
+                break;
+            }
+            out.push(decode(&v)?);
+        }
+        Ok(out)
+    }
 }
 
 impl RaftLogStorage<TypeConfig> for LogStore {
@@ -473,17 +493,41 @@ mod tests {
         }
     }
 
+    fn entry(index: u64, len: usize) -> Entry {
+        Entry {
+            log_id: openraft::LogId::new(openraft::CommittedLeaderId::new(1, 1), index),
+            payload: openraft::EntryPayload::Normal(crate::types::Payload(vec![7; len])),
+        }
+    }
+
+    #[tokio::test]
+    async fn replication_reads_at_most_the_append_budget_and_never_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Database::builder(dir.path()).open().unwrap();
+        let mut log = LogStore::open(&db).unwrap();
+        for index in 1..=6 {
+            log.overwrite(&entry(index, 1 << 20)).unwrap();
+        }
+        log.overwrite(&entry(7, 10 << 20)).unwrap();
+        let got = |v: Vec<Entry>| v.iter().map(|e| e.log_id.index).collect::<Vec<_>>();
+        // 1 MiB entries: three fit in 4 MiB with their framing, a fourth would not.
+        assert_eq!(got(log.limited_get_log_entries(1, 8).await.unwrap()), vec![1, 2, 3]);
+        assert_eq!(got(log.limited_get_log_entries(5, 8).await.unwrap()), vec![5, 6]);
+        // An entry over the budget still goes, alone.
+        assert_eq!(got(log.limited_get_log_entries(7, 8).await.unwrap()), vec![7]);
+        assert!(log.limited_get_log_entries(3, 3).await.unwrap().is_empty());
+        assert!(log.limited_get_log_entries(0, 0).await.unwrap().is_empty());
+        // The unlimited read is untouched.
+        assert_eq!(got(log.try_get_log_entries(1..8).await.unwrap()).len(), 7);
+    }
+
     #[test]
     fn reopening_rebuilds_the_index_from_disk() {
         let dir = tempfile::tempdir().unwrap();
         let db = Database::builder(dir.path()).open().unwrap();
         let log = LogStore::open(&db).unwrap();
         for index in 1..=3u64 {
-            let entry = Entry {
-                log_id: openraft::LogId::new(openraft::CommittedLeaderId::new(1, 1), index),
-                payload: openraft::EntryPayload::Normal(crate::types::Payload(vec![7; 100 * index as usize])),
-            };
-            log.overwrite(&entry).unwrap();
+            log.overwrite(&entry(index, 100 * index as usize)).unwrap();
         }
         let before = log.sizes(|s| s.usage());
         assert_eq!(before.entries, 0, "overwrite only resizes entries it already indexes");

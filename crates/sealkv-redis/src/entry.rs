@@ -36,8 +36,17 @@ impl Group {
     /// Encoded size, for batching limits.
     pub fn size(&self) -> usize {
         9 + self.watches.iter().map(|(k, _)| 12 + k.len()).sum::<usize>()
-            + self.cmds.iter().map(|c| 4 + c.iter().map(|a| 4 + a.len()).sum::<usize>()).sum::<usize>()
+            + self.cmds.iter().map(|c| cmd_size(c)).sum::<usize>()
     }
+
+    /// What [`Group::single`] of `args` would measure, without building it.
+    pub fn single_size(args: &[Vec<u8>]) -> usize {
+        9 + cmd_size(args)
+    }
+}
+
+fn cmd_size(args: &[Vec<u8>]) -> usize {
+    4 + args.iter().map(|a| 4 + a.len()).sum::<usize>()
 }
 
 /// Why a body does not decode (the entry halts).
@@ -162,6 +171,19 @@ pub fn decode(body: &[u8]) -> Result<Vec<Group>, EntryError> {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    proptest! {
+        /// The batching limits measure exactly what `encode` writes (less its group count).
+        #[test]
+        fn sizes_are_the_encoded_lengths(args in prop::collection::vec(prop::collection::vec(any::<u8>(), 0..40), 0..6),
+                                         watches in prop::collection::vec((prop::collection::vec(any::<u8>(), 0..20), any::<u64>()), 0..3)) {
+            let single = Group::single(args.clone());
+            prop_assert_eq!(Group::single_size(&args), single.size());
+            prop_assert_eq!(encode(std::slice::from_ref(&single)).len(), 4 + single.size());
+            let g = Group { watches, cmds: vec![args.clone(), args], exec: true };
+            prop_assert_eq!(encode(std::slice::from_ref(&g)).len(), 4 + g.size());
+        }
+    }
 
     #[test]
     fn layout_is_pinned() {

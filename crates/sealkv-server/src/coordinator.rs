@@ -187,6 +187,9 @@ impl Coordinator {
 
     /// Like [`Coordinator::propose`], returning everything the apply produced.
     async fn propose_for_result(&self, payload: Vec<u8>) -> Result<ApplyResult, ApiError> {
+        if payload.len() > sealkv_raft::MAX_ENTRY_PAYLOAD {
+            return Err(too_large(payload.len()));
+        }
         let data = if self.shared.cutover() != 0 {
             let Some(sealer) = self.shared.raft_sealer() else {
                 return Err(ApiError::new(
@@ -333,6 +336,18 @@ impl Coordinator {
             *lease = Some(fresh);
         }
     }
+}
+
+/// The refusal of a write bigger than one Raft entry may be ([`sealkv_raft::MAX_ENTRY_PAYLOAD`]).
+pub fn too_large(bytes: usize) -> ApiError {
+    ApiError::new(
+        "TooLarge",
+        format!(
+            "a write of {bytes} bytes exceeds the {} MiB limit of one replicated entry; \
+             split it: APPEND or SETRANGE a large value in parts, or use smaller MSET or MULTI batches",
+            sealkv_raft::MAX_ENTRY_PAYLOAD >> 20
+        ),
+    )
 }
 
 #[cfg(test)]

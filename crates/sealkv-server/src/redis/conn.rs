@@ -285,8 +285,12 @@ async fn answer(
             continue;
         }
         // A run of consecutive data commands of one class goes to the leader as one request.
+        // A run of writes stays within one Raft entry, so only a command that is too big on its
+        // own is refused, never the pipeline it came in.
         let write = spec.class == Class::Write;
-        let mut groups = vec![Group::single(args)];
+        let first = Group::single(args);
+        let mut size = first.size();
+        let mut groups = vec![first];
         while let Some(next) = cmds.front() {
             let same = st.multi.is_none()
                 && st.authed
@@ -294,6 +298,11 @@ async fn answer(
             if !same {
                 break;
             }
+            let next_size = Group::single_size(next);
+            if write && size + next_size > super::proposer::MAX_JOB_BYTES {
+                break;
+            }
+            size += next_size;
             if let Some(a) = cmds.pop_front() {
                 fe.commands_processed.fetch_add(1, Ordering::Relaxed);
                 groups.push(Group::single(a));

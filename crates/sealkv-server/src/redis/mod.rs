@@ -60,6 +60,9 @@ impl Core {
 /// Runs groups wherever the leader is: locally, or forwarded once over gRPC.
 pub async fn route(core: &Core, write: bool, groups: Vec<Group>) -> Result<Vec<Reply>, ApiError> {
     let n = groups.len();
+    if write {
+        proposer::check_size(&groups)?;
+    }
     let replies = match core.coordinator.leader_elsewhere()? {
         None => core.lead(write, groups).await?,
         Some(addr) => match api::call(&addr, Request::Redis { write, body: entry::encode(&groups) }, true).await? {
@@ -80,6 +83,7 @@ pub fn error_reply(e: &ApiError) -> Reply {
     match e.kind.as_str() {
         "NotLeader" | "Unavailable" => Reply::err(format!("TRYAGAIN {}", e.message)),
         "Halted" => Reply::err(format!("ERR node halted: {}", e.message)),
+        "TooLarge" => Reply::err(format!("ERR {}", e.message)),
         kind => Reply::err(format!("ERR {kind}: {}", e.message)),
     }
 }

@@ -18,9 +18,23 @@ use crate::coordinator::Coordinator;
 /// `-c 50 -P 1` two larger entries in flight gave 13.5–15.0k SET/s against 11.5–13.1k with four
 /// (six runs each); one was no better than two.
 const IN_FLIGHT: usize = 2;
-/// Caps on one entry.
+/// Caps on one entry. A job joins a batch only if the batch stays within both.
 const MAX_GROUPS: usize = 4096;
 const MAX_BYTES: usize = 8 << 20;
+/// The largest job: what fits in one entry next to the entry's own framing (ts, opcode, group
+/// count), with room to spare.
+pub(crate) const MAX_JOB_BYTES: usize = sealkv_raft::MAX_ENTRY_PAYLOAD - 1024;
+
+fn job_size(groups: &[Group]) -> usize {
+    groups.iter().map(Group::size).sum()
+}
+
+/// Refuses writes too big for one Raft entry; also checked before a follower forwards them, so
+/// they never travel at all.
+pub fn check_size(groups: &[Group]) -> Result<(), ApiError> {
+    let size = job_size(groups);
+    if size > MAX_JOB_BYTES { Err(crate::coordinator::too_large(size)) } else { Ok(()) }
+}
 
 struct Job {
     groups: Vec<Group>,
@@ -42,6 +56,8 @@ impl Proposer {
 
     /// Proposes `groups` (in order, in one entry) and returns their replies once applied here.
     pub async fn submit(&self, groups: Vec<Group>) -> Result<Vec<Reply>, ApiError> {
+        // Refused here, alone: inside a batch it would fail every command it was packed with.
+        check_size(&groups)?;
         let (reply, rx) = oneshot::channel();
         self.tx.send(Job { groups, reply }).await.map_err(|_| ApiError::new("Unavailable", "node is shutting down"))?;
         rx.await.map_err(|_| ApiError::new("Unavailable", "node is shutting down"))?
@@ -50,21 +66,30 @@ impl Proposer {
 
 async fn run(coordinator: Arc<Coordinator>, mut rx: mpsc::Receiver<Job>) {
     let slots = Arc::new(Semaphore::new(IN_FLIGHT));
-    while let Some(first) = rx.recv().await {
+    // A job taken off the queue that did not fit the last entry; it starts the next one.
+    let mut carry: Option<Job> = None;
+    loop {
+        let first = match carry.take() {
+            Some(j) => j,
+            None => match rx.recv().await {
+                Some(j) => j,
+                None => return,
+            },
+        };
         let Ok(permit) = slots.clone().acquire_owned().await else { return };
-        let mut size: usize = first.groups.iter().map(Group::size).sum();
+        let mut size = job_size(&first.groups);
         let mut count = first.groups.len();
         let mut jobs = vec![first];
-        // Everything that queued while the slots were busy goes into this entry.
-        while size < MAX_BYTES && count < MAX_GROUPS {
-            match rx.try_recv() {
-                Ok(j) => {
-                    size += j.groups.iter().map(Group::size).sum::<usize>();
-                    count += j.groups.len();
-                    jobs.push(j);
-                }
-                Err(_) => break,
+        // Everything that queued while the slots were busy goes into this entry, as far as it fits.
+        while let Ok(j) = rx.try_recv() {
+            let (s, c) = (job_size(&j.groups), j.groups.len());
+            if size + s > MAX_BYTES || count + c > MAX_GROUPS {
+                carry = Some(j);
+                break;
             }
+            size += s;
+            count += c;
+            jobs.push(j);
         }
         let coordinator = coordinator.clone();
         tokio::spawn(async move {
