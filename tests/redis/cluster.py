@@ -145,6 +145,7 @@ class Servers:
         self.ports = [rb + i for i in range(3)]
         members = ",".join(f"n{i + 1}=127.0.0.1:{gb + i}" for i in range(3))
         self.procs = {}
+        self.args = {}
         for i in range(3):
             name = f"n{i + 1}"
             data = os.path.join(self.dir, name)
@@ -154,14 +155,23 @@ class Servers:
                     "--kek-file", kek, "--encrypt-from-birth"]
             if i == 0:
                 args.append("--init")
-            log = open(os.path.join(self.dir, f"{name}.log"), "w")
-            self.procs[self.ports[i]] = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT)
+            self.args[self.ports[i]] = args
+            self._spawn(self.ports[i])
         for p in self.ports:
             wait_redis(p, timeout=120)
+
+    def _spawn(self, port):
+        name = f"n{self.ports.index(port) + 1}"
+        log = open(os.path.join(self.dir, f"{name}.log"), "a")
+        self.procs[port] = subprocess.Popen(self.args[port], stdout=log, stderr=subprocess.STDOUT)
 
     def kill(self, port):
         self.procs[port].send_signal(signal.SIGKILL)
         self.procs[port].wait()
+
+    def restart(self, port):
+        """Starts a killed node again with the same data dir and flags."""
+        self._spawn(port)
 
     def stop(self):
         for p in self.procs.values():

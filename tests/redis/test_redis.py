@@ -12,7 +12,7 @@ import unittest
 
 import redis
 
-from cluster import Dev, Servers, pid_of, role_of
+from cluster import Dev, Servers, pid_of, role_of, wait_redis
 
 WRONGTYPE = "WRONGTYPE Operation against a key holding the wrong kind of value"
 DEV = None
@@ -681,6 +681,41 @@ class Failures(unittest.TestCase):
                     if time.time() > deadline:
                         raise
                     time.sleep(0.5)
+        finally:
+            srv.stop()
+
+    def test_a_follower_far_behind_catches_up_from_the_log_in_bounded_appends(self):
+        # 96 MiB of log behind a follower: sent as one AppendEntries it would pass the 64 MiB
+        # message limit and never arrive; the log reader hands replication at most 4 MiB a time.
+        srv = Servers()
+        try:
+            leader = next(p for p in srv.ports if role_of(p) == "leader")
+            lagger = next(p for p in srv.ports if p != leader)
+            srv.kill(lagger)
+            c = redis.Redis(port=leader, socket_timeout=120)
+            values = {}
+            for batch in range(12):
+                p = c.pipeline(transaction=False)
+                for i in range(8):
+                    k = f"lag:{batch}:{i}"
+                    values[k] = os.urandom(1 << 20)
+                    p.set(k, values[k])
+                self.assertTrue(all(r is True for r in p.execute()))
+            before = int(c.info("replication")["raft_last_purged"])
+            self.assertEqual(before, 0, "the log must still hold every entry, so catching up uses it")
+            srv.restart(lagger)
+            wait_redis(lagger, timeout=120)
+            want = int(c.info("replication")["raft_last_applied"])
+            deadline = time.time() + 120
+            while int(redis.Redis(port=lagger).info("replication")["raft_last_applied"]) < want:
+                self.assertLess(time.time(), deadline, "the restarted follower did not catch up")
+                time.sleep(0.5)
+            # It caught up from the log (no snapshot was built or sent), and holds every value.
+            self.assertEqual(int(redis.Redis(port=lagger).info("replication")["raft_snapshot_index"]), 0)
+            srv.kill(next(p for p in srv.ports if p not in (leader, lagger)))
+            rl = redis.Redis(port=lagger, socket_timeout=120)
+            for k, v in values.items():
+                self.assertEqual(rl.get(k), v, k)
         finally:
             srv.stop()
 
