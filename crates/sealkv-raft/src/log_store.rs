@@ -139,9 +139,15 @@ fn encode<T: Serialize>(v: &T) -> Result<Vec<u8>, StorageError> {
 impl LogStore {
     /// Opens (or creates) the log keyspaces in `db`.
     pub fn open(db: &Database) -> Result<Self, fjall::Error> {
-        // Raft payloads are ciphertext after the cutover; block compression would only cost CPU.
+        // Raft payloads are ciphertext after the cutover (and compressed before sealing, see
+        // `machine_frame`); block compression would only cost CPU. Entries of 1 KiB and more go
+        // to blob files, so compacting the log before a purge does not rewrite them.
         let log = db.keyspace(LOG, || {
-            KeyspaceCreateOptions::default().data_block_compression_policy(fjall::config::CompressionPolicy::disabled())
+            KeyspaceCreateOptions::default()
+                .data_block_compression_policy(fjall::config::CompressionPolicy::disabled())
+                .with_kv_separation(Some(
+                    fjall::KvSeparationOptions::default().compression(fjall::CompressionType::None),
+                ))
         })?;
         let state = db.keyspace(STATE, KeyspaceCreateOptions::default)?;
         // One pass over the log at startup; the byte budget keeps the log, and this pass, bounded.

@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use fjall::config::CompressionPolicy;
-use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
+use fjall::{CompressionType, Database, Keyspace, KeyspaceCreateOptions, KvSeparationOptions, PersistMode};
 use sealkv_crypto::registry::{Row, RowKey};
 use sealkv_crypto::{Keystore, Sealer};
 
@@ -103,13 +103,22 @@ impl Store {
         let meta_ks = db.keyspace(META, KeyspaceCreateOptions::default)?;
         let fresh = !db.keyspace_exists(DATA);
         let memtable = opts.memtable_bytes;
+        // Values of 1 KiB and more live in blob files (fjall key-value separation), so compaction
+        // rewrites keys and pointers, not values. Why: sealed values are unique ciphertext, which
+        // block compression cannot shrink, so without separation an encrypted store compacts
+        // several times the bytes a cleartext one does whenever values repeat (measured: SET at
+        // -P 16 after a mixed load cost 99 µs of CPU per request encrypted against 68 cleartext;
+        // with separation 69 against 63). Blobs of an encrypted keyspace are not compressed
+        // either (values are compressed before sealing). Applies to keyspaces created from now
+        // on; an existing keyspace keeps the layout it was created with.
         let data = db.keyspace(DATA, || {
             let o = KeyspaceCreateOptions::default().max_memtable_size(memtable);
             if opts.encryption_enabled {
                 o.data_block_compression_policy(CompressionPolicy::disabled())
                     .index_block_compression_policy(CompressionPolicy::disabled())
+                    .with_kv_separation(Some(KvSeparationOptions::default().compression(CompressionType::None)))
             } else {
-                o
+                o.with_kv_separation(Some(KvSeparationOptions::default()))
             }
         })?;
         let registry = db.keyspace(REGISTRY, KeyspaceCreateOptions::default)?;
