@@ -35,6 +35,19 @@ def rss_kib(pid):
     raise RuntimeError("no VmRSS")
 
 
+def set_random(test, client, prefix, batches, per_batch, size):
+    """Pipelines `batches` x `per_batch` SETs of random `size`-byte values; returns key -> value."""
+    values = {}
+    for batch in range(batches):
+        p = client.pipeline(transaction=False)
+        for i in range(per_batch):
+            k = f"{prefix}:{batch}:{i}"
+            values[k] = os.urandom(size)
+            p.set(k, values[k])
+        test.assertTrue(all(r is True for r in p.execute()))
+    return values
+
+
 class Base(unittest.TestCase):
     def setUp(self):
         # Node 2 may be a follower: every command family is exercised through forwarding too.
@@ -693,14 +706,7 @@ class Failures(unittest.TestCase):
             lagger = next(p for p in srv.ports if p != leader)
             srv.kill(lagger)
             c = redis.Redis(port=leader, socket_timeout=120)
-            values = {}
-            for batch in range(12):
-                p = c.pipeline(transaction=False)
-                for i in range(8):
-                    k = f"lag:{batch}:{i}"
-                    values[k] = os.urandom(1 << 20)
-                    p.set(k, values[k])
-                self.assertTrue(all(r is True for r in p.execute()))
+            values = set_random(self, c, "lag", batches=12, per_batch=8, size=1 << 20)
             before = int(c.info("replication")["raft_last_purged"])
             self.assertEqual(before, 0, "the log must still hold every entry, so catching up uses it")
             srv.restart(lagger)
@@ -743,14 +749,7 @@ class LogBudget(unittest.TestCase):
                          "--keep-logs=1000000"])
         try:
             c = redis.Redis(port=dev.leader_port(), socket_timeout=60)
-            values = {}
-            for batch in range(8):
-                p = c.pipeline(transaction=False)
-                for i in range(16):
-                    k = f"big:{batch}:{i}"
-                    values[k] = os.urandom(64 << 10)
-                    p.set(k, values[k])
-                self.assertTrue(all(r is True for r in p.execute()))
+            values = set_random(self, c, "big", batches=8, per_batch=16, size=64 << 10)
             # 8 MiB went through every log. Once the triggers have run, what stays is under 1 MiB
             # past the last snapshot plus at most 1 MiB kept behind it, on every node.
             deadline = time.time() + 90
