@@ -25,7 +25,9 @@ pub struct LogBudget {
 /// What one check asks openraft to do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Actions {
+    /// The log past the last snapshot reached the snapshot budget.
     pub snapshot: bool,
+    /// Purge up to this index to bring what the snapshot covers within the keep budget.
     pub purge_upto: Option<u64>,
 }
 
