@@ -265,42 +265,42 @@ fn bound_end(b: Bound<&u64>) -> Option<u64> {
     }
 }
 
+impl LogStore {
+    /// Entries `start..=last` in order, stopping before the one that would take the total past
+    /// `max_bytes` (the first entry always comes, however large).
+    fn read_range(&self, start: u64, last: u64, max_bytes: u64) -> Result<Vec<Entry>, StorageError> {
+        let mut out = Vec::new();
+        if start > last {
+            return Ok(out);
+        }
+        let mut bytes = 0u64;
+        for guard in self.log.range(start.to_be_bytes()..=last.to_be_bytes()) {
+            let (_, v) = guard.into_inner().map_err(read_err)?;
+            bytes = bytes.saturating_add(v.len() as u64);
+            if !out.is_empty() && bytes > max_bytes {
+                break;
+            }
+            out.push(decode(&v)?);
+        }
+        Ok(out)
+    }
+}
+
 impl RaftLogReader<TypeConfig> for LogStore {
     async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + OptionalSend>(
         &mut self,
         range: RB,
     ) -> Result<Vec<Entry>, StorageError> {
         let start = bound_start(range.start_bound());
-        let Some(end) = bound_end(range.end_bound()) else { return Ok(Vec::new()) };
-        if start > end {
-            return Ok(Vec::new());
-        }
-        let mut out = Vec::new();
-        for guard in self.log.range(start.to_be_bytes()..=end.to_be_bytes()) {
-            let (_, v) = guard.into_inner().map_err(read_err)?;
-            out.push(decode(&v)?);
-        }
-        Ok(out)
+        let Some(last) = bound_end(range.end_bound()) else { return Ok(Vec::new()) };
+        self.read_range(start, last, u64::MAX)
     }
 
     /// Replication's read: at most [`crate::MAX_APPEND_BYTES`] of entries (at least one), so
     /// an AppendEntries never outgrows the message limit or the RPC timeout.
     async fn limited_get_log_entries(&mut self, start: u64, end: u64) -> Result<Vec<Entry>, StorageError> {
         let Some(last) = end.checked_sub(1) else { return Ok(Vec::new()) };
-        if start > last {
-            return Ok(Vec::new());
-        }
-        let mut out = Vec::new();
-        let mut bytes = 0u64;
-        for guard in self.log.range(start.to_be_bytes()..=last.to_be_bytes()) {
-            let (_, v) = guard.into_inner().map_err(read_err)?;
-            bytes = bytes.saturating_add(v.len() as u64);
-            if !out.is_empty() && bytes > crate::MAX_APPEND_BYTES {
-                break;
-            }
-            out.push(decode(&v)?);
-        }
-        Ok(out)
+        self.read_range(start, last, crate::MAX_APPEND_BYTES)
     }
 }
 

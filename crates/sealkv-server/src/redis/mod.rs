@@ -41,6 +41,9 @@ impl Core {
     /// Runs groups on this node, which leads: one reply per group.
     pub async fn lead(&self, write: bool, groups: Vec<Group>) -> Result<Vec<Reply>, ApiError> {
         if write {
+            // Refused here, alone (local and forwarded writes both come this way): inside a
+            // batch it would fail every command it was packed with.
+            proposer::check_size(&groups)?;
             return self.proposer.submit(groups).await;
         }
         self.coordinator.read_barrier().await?;
@@ -60,22 +63,28 @@ impl Core {
 /// Runs groups wherever the leader is: locally, or forwarded once over gRPC.
 pub async fn route(core: &Core, write: bool, groups: Vec<Group>) -> Result<Vec<Reply>, ApiError> {
     let n = groups.len();
-    if write {
-        proposer::check_size(&groups)?;
-    }
     let replies = match core.coordinator.leader_elsewhere()? {
         None => core.lead(write, groups).await?,
-        Some(addr) => match api::call(&addr, Request::Redis { write, body: entry::encode(&groups) }, true).await? {
-            Response::Redis { replies } => decode_replies(&replies)
-                .ok_or_else(|| ApiError::new("Internal", "the leader's replies did not decode"))?,
-            Response::Error(e) => return Err(e),
-            other => return Err(ApiError::new("Internal", format!("unexpected answer {other:?}"))),
-        },
+        Some(addr) => forward(&addr, write, &groups).await?,
     };
     if replies.len() != n {
         return Err(ApiError::new("Internal", format!("{} replies for {n} commands", replies.len())));
     }
     Ok(replies)
+}
+
+/// Sends groups to the leader at `addr`. An oversize write is refused here and never travels.
+async fn forward(addr: &str, write: bool, groups: &[Group]) -> Result<Vec<Reply>, ApiError> {
+    if write {
+        proposer::check_size(groups)?;
+    }
+    match api::call(addr, Request::Redis { write, body: entry::encode(groups) }, true).await? {
+        Response::Redis { replies } => {
+            decode_replies(&replies).ok_or_else(|| ApiError::new("Internal", "the leader's replies did not decode"))
+        }
+        Response::Error(e) => Err(e),
+        other => Err(ApiError::new("Internal", format!("unexpected answer {other:?}"))),
+    }
 }
 
 /// A routing failure as a Redis error reply: retryable kinds become `TRYAGAIN`.

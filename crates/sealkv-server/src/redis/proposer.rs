@@ -29,8 +29,8 @@ fn job_size(groups: &[Group]) -> usize {
     groups.iter().map(Group::size).sum()
 }
 
-/// Refuses writes too big for one Raft entry; also checked before a follower forwards them, so
-/// they never travel at all.
+/// Refuses writes too big for one Raft entry: on the leader before a job is batched (a batch
+/// must never carry one), and on a follower before it forwards.
 pub fn check_size(groups: &[Group]) -> Result<(), ApiError> {
     let size = job_size(groups);
     if size > MAX_JOB_BYTES { Err(crate::coordinator::too_large(size)) } else { Ok(()) }
@@ -55,9 +55,8 @@ impl Proposer {
     }
 
     /// Proposes `groups` (in order, in one entry) and returns their replies once applied here.
+    /// The caller has checked them with [`check_size`].
     pub async fn submit(&self, groups: Vec<Group>) -> Result<Vec<Reply>, ApiError> {
-        // Refused here, alone: inside a batch it would fail every command it was packed with.
-        check_size(&groups)?;
         let (reply, rx) = oneshot::channel();
         self.tx.send(Job { groups, reply }).await.map_err(|_| ApiError::new("Unavailable", "node is shutting down"))?;
         rx.await.map_err(|_| ApiError::new("Unavailable", "node is shutting down"))?
