@@ -67,7 +67,12 @@ impl Store {
         // Keys whose newest version this batch drops: their row cache entries go after its commit.
         let mut dropped: Vec<Slice> = Vec::new();
         for guard in self.data.iter() {
-            let (mvcc_key, stored) = guard.into_inner()?;
+            // Only a would-be anchor's header is ever read, and only when dead anchors go: the
+            // value of any other version (a blob read, with key-value separation) stays unloaded.
+            let (mvcc_key, stored) = guard.into_inner_if(|k| {
+                dead_at_ms.is_some()
+                    && split_stored_key(k).is_ok_and(|(p, ts)| ts <= horizon_ts && anchored.as_deref() != Some(p))
+            })?;
             report.versions_scanned += 1;
             let (prefix, ts) = split_stored_key(&mvcc_key)?;
             if anchored.as_deref() != Some(prefix) {
@@ -81,8 +86,8 @@ impl Store {
                 }
                 anchored = Some(Slice::from(prefix));
                 // Headers only: an invalid header keeps the version (reads will report it).
-                let drop_anchor = match (dead_at_ms, ValueHeader::split(&stored)) {
-                    (Some(now_ms), Ok((h, _, _))) => h.tombstone || h.expired_at(now_ms),
+                let drop_anchor = match (dead_at_ms, stored.as_deref().map(ValueHeader::split)) {
+                    (Some(now_ms), Some(Ok((h, _, _)))) => h.tombstone || h.expired_at(now_ms),
                     _ => false,
                 };
                 if !drop_anchor {

@@ -64,6 +64,9 @@ fn value() -> impl Strategy<Value = Vec<u8>> {
         // Compressible values exercise compress-then-encrypt.
         (any::<u8>(), 64usize..300).prop_map(|(b, n)| vec![b; n]),
         Just(vec![0x01, 0x00, 0x00]),
+        // Random values of 1 KiB and more live in blob files (key-value separation), which GC
+        // must read only for the headers it needs.
+        proptest::collection::vec(any::<u8>(), 1024..1300),
     ]
 }
 
