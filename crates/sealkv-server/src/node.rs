@@ -74,8 +74,12 @@ pub struct ServerArgs {
     /// With --init: bootstrap DEKs and turn on both envelopes before serving any client.
     #[arg(long, requires = "encryption_enabled")]
     pub encrypt_from_birth: bool,
-    /// Build a snapshot after this many applied entries.
-    #[arg(long, default_value_t = 20_000)]
+    /// Build a snapshot after this many applied entries. High by default, so the byte budget
+    /// (`--snapshot-log-mib`) decides under load: a snapshot copies the whole store, and an entry
+    /// carries from one command to thousands, so a count alone snapshots a busy node far too
+    /// often (measured: the old default of 20 000 was reached 50 s into `scripts/bench-redis`'s
+    /// load, and each node then wrote a 610 MB snapshot in the middle of the benchmark).
+    #[arg(long, default_value_t = 200_000)]
     pub snapshot_every: u64,
     /// Log entries kept behind a snapshot for followers that lag a little.
     #[arg(long, default_value_t = 5_000)]
