@@ -1,12 +1,12 @@
 //! Compress-then-encrypt: LZ4 block format with the uncompressed length in front
 //! (`len 4 BE ‖ lz4 block`), applied only when it makes the plaintext smaller.
 
+use lz4_flex::block::{CompressTable, compress_into_with_table, get_maximum_output_size};
+
 /// Values shorter than this are never worth compressing (the 4-byte length eats the gain).
 const MIN_LEN: usize = 64;
 /// The largest ratio an LZ4 block can reach, which bounds the length a decoder will allocate.
 const MAX_RATIO: usize = 255;
-
-use lz4_flex::block::{CompressTable, compress_into_with_table, get_maximum_output_size};
 
 /// Why a compressed body did not decompress.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -27,8 +27,9 @@ pub enum DecompressError {
 }
 
 /// Inputs up to this size compress through the calling thread's scratch (hash table and output
-/// buffer), so the scratch a thread keeps stays small; larger ones allocate their own.
-const SCRATCH_MAX: usize = 64 << 10;
+/// buffer), so the scratch a thread keeps stays small; larger ones allocate their own. Below
+/// `u16::MAX`, so the thread's table stays LZ4's small one (lz4_flex upgrades it for longer input).
+const SCRATCH_MAX: usize = u16::MAX as usize - 1;
 
 std::thread_local! {
     /// Why per thread: LZ4 needs an 8 KiB hash table and an output buffer for every call. Fresh
