@@ -45,23 +45,22 @@ pub fn compress(plaintext: &[u8]) -> Option<Vec<u8>> {
     if plaintext.len() < MIN_LEN {
         return None;
     }
+    if plaintext.len() > SCRATCH_MAX {
+        return compress_with(plaintext, &mut CompressTable::large(), &mut Vec::new());
+    }
+    SCRATCH.with_borrow_mut(|(table, buf)| compress_with(plaintext, table, buf))
+}
+
+/// `len ‖ lz4 block` through `table` and `buf` (grown as needed, its old bytes never read).
+fn compress_with(plaintext: &[u8], table: &mut CompressTable, buf: &mut Vec<u8>) -> Option<Vec<u8>> {
     let len = u32::try_from(plaintext.len()).ok()?;
     let max = get_maximum_output_size(plaintext.len());
-    if plaintext.len() > SCRATCH_MAX {
-        let mut out = len.to_be_bytes().to_vec();
-        out.resize(4 + max, 0);
-        let n = compress_into_with_table(plaintext, out.get_mut(4..)?, &mut CompressTable::large()).ok()?;
-        out.truncate(4 + n);
-        return (out.len() < plaintext.len()).then_some(out);
+    if buf.len() < max {
+        buf.resize(max, 0);
     }
-    SCRATCH.with_borrow_mut(|(table, buf)| {
-        if buf.len() < max {
-            buf.resize(max, 0);
-        }
-        let n = compress_into_with_table(plaintext, buf.get_mut(..max)?, table).ok()?;
-        let packed = buf.get(..n)?;
-        (4 + n < plaintext.len()).then(|| [&len.to_be_bytes()[..], packed].concat())
-    })
+    let n = compress_into_with_table(plaintext, buf.get_mut(..max)?, table).ok()?;
+    let packed = buf.get(..n)?;
+    (4 + n < plaintext.len()).then(|| [&len.to_be_bytes()[..], packed].concat())
 }
 
 /// Decompresses a body written by [`compress`], refusing to allocate more than `limit` bytes or
