@@ -5,15 +5,53 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use sealkv_raft::codec::BlobCodec;
 use sealkv_server::api::{self, Request, Response, WriteOp};
+use tonic::codegen::http::uri::PathAndQuery;
+use tonic::transport::Channel;
 
+use crate::etcd;
 use crate::stats::{Summary, summarize};
+
+/// Where the puts go.
+#[derive(Debug, Clone)]
+pub enum Target {
+    /// A sealkv node's gRPC address (`host:port`), through the KV API.
+    Sealkv(String),
+    /// An etcd member, through `etcdserverpb.KV/Put` on one shared HTTP/2 connection.
+    Etcd(Channel),
+}
+
+impl Target {
+    /// Connects to an etcd member's client URL.
+    pub async fn etcd(url: &str) -> anyhow::Result<Self> {
+        Ok(Target::Etcd(Channel::from_shared(url.to_owned())?.connect().await?))
+    }
+
+    /// One put; true when it was acknowledged.
+    async fn put(&self, key: Vec<u8>, value: Vec<u8>) -> bool {
+        match self {
+            Target::Sealkv(addr) => {
+                let req = Request::Write { ops: vec![WriteOp::Put { key, value, ttl_ms: None }] };
+                matches!(api::call(addr, req, false).await, Ok(Response::Written { .. }))
+            }
+            Target::Etcd(ch) => {
+                let mut grpc = tonic::client::Grpc::new(ch.clone());
+                if grpc.ready().await.is_err() {
+                    return false;
+                }
+                let req = tonic::Request::new(etcd::put_request(&key, &value));
+                grpc.unary(req, PathAndQuery::from_static(etcd::PUT_ROUTE), BlobCodec).await.is_ok()
+            }
+        }
+    }
+}
 
 /// One load run.
 #[derive(Debug, Clone)]
 pub struct Spec {
     /// The node every client talks to.
-    pub target: String,
+    pub target: Target,
     /// Concurrent clients.
     pub clients: usize,
     /// Value size.
@@ -56,9 +94,9 @@ pub async fn puts(spec: Spec) -> Summary {
                 for b in value.iter_mut().take(16) {
                     *b = rng.next() as u8;
                 }
-                let req = Request::Write { ops: vec![WriteOp::Put { key, value: value.clone(), ttl_ms: None }] };
+                let v = value.clone();
                 let t = Instant::now();
-                let ok = matches!(api::call(&spec.target, req, false).await, Ok(Response::Written { .. }));
+                let ok = spec.target.put(key, v).await;
                 let took = t.elapsed();
                 if measuring.load(Ordering::Relaxed) && !stop.load(Ordering::Relaxed) {
                     if ok {
