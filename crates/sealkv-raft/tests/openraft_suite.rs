@@ -26,6 +26,7 @@ impl StoreBuilder<TypeConfig, LogStore, StateMachine, tempfile::TempDir> for Bui
                     cache_bytes: 8 << 20,
                     memtable_bytes: 4 << 20,
                     row_cache_bytes: 1 << 20,
+                    ..StoreOptions::default()
                 },
             )
             .unwrap(),

@@ -97,10 +97,14 @@ pub struct ServerArgs {
     /// How far (seconds) the GC horizon trails the clock: longer than any single read runs.
     #[arg(long, default_value_t = 60)]
     pub gc_lag_secs: u64,
-    /// Row cache size in MiB: the newest stored (sealed) version of hot keys, so reads and
-    /// read-modify-write commands skip the LSM lookups. 0 turns it off.
+    /// Row cache size in MiB: the newest version of hot keys, opened, so reads and
+    /// read-modify-write commands skip the LSM lookups and the decrypt. 0 turns it off.
     #[arg(long, default_value_t = sealkv_store::DEFAULT_ROW_CACHE_BYTES >> 20)]
     pub row_cache_mib: u64,
+    /// Keep the row cache's versions sealed, as stored, and open every hit: no plaintext is held
+    /// in memory between requests, at the cost of a decrypt per cached read (docs/storage.md).
+    #[arg(long)]
+    pub row_cache_sealed: bool,
 }
 
 /// Election timeouts. openraft 0.9 also uses the maximum as the followers' leader lease (they
@@ -148,6 +152,7 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
             keystore: keystore.clone(),
             encryption_enabled: args.encryption_enabled,
             row_cache_bytes: args.row_cache_mib.saturating_mul(1 << 20),
+            row_cache_sealed: args.row_cache_sealed,
             ..Default::default()
         },
     )?);

@@ -12,7 +12,7 @@ use crate::error::StoreError;
 use crate::key::{self, KeyRange};
 use crate::latest;
 use crate::meta::{self, Applied, MAX_LOG_ID_LEN};
-use crate::row_cache::Cached;
+use crate::row_cache::{Cached, CachedRow};
 use crate::store::{Direction, Scan, ScanItem, Store, Version};
 use crate::value::ValueHeader;
 
@@ -52,9 +52,9 @@ pub struct ApplyBatch<'s> {
     /// Every data write of this batch by user key, so reads during apply see the batch's own
     /// earlier writes (one entry's INCR after another's in the same apply call).
     pending: BTreeMap<Vec<u8>, Version>,
-    /// The newest version this batch wrote per version prefix (commit ts, stored bytes), for the
+    /// The newest version this batch wrote per version prefix (commit ts, row cache row), for the
     /// newest-version index and, once committed, the row cache.
-    newest: HashMap<Vec<u8>, (u64, Slice)>,
+    newest: HashMap<Vec<u8>, (u64, CachedRow)>,
 }
 
 impl std::fmt::Debug for ApplyBatch<'_> {
@@ -91,7 +91,7 @@ impl ApplyBatch<'_> {
         let mvcc_key = self.version_key(user_key, commit_ts)?;
         let stored =
             Slice::from(self.store.crypto.encode_live(self.since.is_some(), &mvcc_key, value, expire_at_ms)?);
-        self.index_newest(&mvcc_key, commit_ts, &stored)?;
+        self.index_newest(&mvcc_key, commit_ts, || Some((value, expire_at_ms)), &stored)?;
         self.inner.insert(&self.store.data, mvcc_key, stored);
         self.pending.insert(user_key.to_vec(), Version { ts: commit_ts, value: Some((value.to_vec(), expire_at_ms)) });
         Ok(())
@@ -101,7 +101,7 @@ impl ApplyBatch<'_> {
     pub fn delete(&mut self, user_key: &[u8], commit_ts: u64) -> Result<(), StoreError> {
         let mvcc_key = self.version_key(user_key, commit_ts)?;
         let stored = Slice::from(&ValueHeader::TOMBSTONE.encode()[..]);
-        self.index_newest(&mvcc_key, commit_ts, &stored)?;
+        self.index_newest(&mvcc_key, commit_ts, || None, &stored)?;
         self.inner.insert(&self.store.data, mvcc_key, stored);
         self.pending.insert(user_key.to_vec(), Version { ts: commit_ts, value: None });
         Ok(())
@@ -155,7 +155,14 @@ impl ApplyBatch<'_> {
     /// (entries can carry timestamps out of log order). A write at or above every timestamp the
     /// store has seen needs no lookup; only such an older-timestamp write reads the index.
     /// Must run after [`Self::version_key`] has raised `max_ts` to cover `commit_ts`.
-    fn index_newest(&mut self, mvcc_key: &[u8], commit_ts: u64, stored: &Slice) -> Result<(), StoreError> {
+    /// `opened` is the version's value and expiry (`None` for a tombstone), for the row cache.
+    fn index_newest<'v>(
+        &mut self,
+        mvcc_key: &[u8],
+        commit_ts: u64,
+        opened: impl FnOnce() -> Option<(&'v [u8], u64)>,
+        stored: &Slice,
+    ) -> Result<(), StoreError> {
         let prefix = mvcc_key.get(..mvcc_key.len().saturating_sub(8)).unwrap_or_default();
         let newest = match self.newest.get(prefix) {
             Some(&(ts, _)) => Some(ts),
@@ -164,7 +171,7 @@ impl ApplyBatch<'_> {
         };
         if newest.is_none_or(|ts| commit_ts >= ts) {
             self.inner.insert(&self.store.latest, prefix, latest::encode_ts(commit_ts));
-            self.newest.insert(prefix.to_vec(), (commit_ts, stored.clone()));
+            self.newest.insert(prefix.to_vec(), (commit_ts, self.store.cache_row(opened, stored)));
         }
         Ok(())
     }
@@ -203,8 +210,8 @@ impl ApplyBatch<'_> {
         sealkv_crypto::failpoint::hit("store.before_apply_commit");
         self.inner.durability(durability.mode()).commit()?;
         // Visible now: the next apply's metadata read and the next GET find these in the cache.
-        for (prefix, (ts, stored)) in self.newest.drain() {
-            self.store.rows.put(&prefix, Cached::Newest { ts, stored });
+        for (prefix, (ts, row)) in self.newest.drain() {
+            self.store.rows.put(&prefix, Cached::Newest { ts, row });
         }
         self.store.max_ts.fetch_max(self.max_ts, Ordering::AcqRel);
         if self.activated {

@@ -1,5 +1,5 @@
-//! The row cache: each recently read or written key's newest version, as the data keyspace stores
-//! it (sealed when the envelope is on), or the fact that the key has no version at all.
+//! The row cache: each recently read or written key's newest version, or the fact that the key
+//! has no version at all.
 //!
 //! Why it exists: a point read is two LSM lookups (the newest-version index, then the version),
 //! and each walks memtable skiplists, bloom filters and table index blocks. On a read-heavy
@@ -7,10 +7,15 @@
 //! gain as well: an apply reads its key's metadata first (a list's length before LPUSH, a
 //! counter before INCR), and the write it just committed is what the next one reads.
 //!
-//! What it holds: the stored bytes, never plaintext. Every hit is opened by the same
-//! [`crate::seal::Crypto::open`] as a read from disk, with the same key, timestamp and AAD
-//! checks, so a hit answers exactly what the LSM would — and holds no more secrets than the
-//! block cache, which caches these same bytes.
+//! What it holds ([`CachedRow`]): by default the opened value, so a hit is a copy and no decrypt.
+//! Why: on an encrypted store, opening 1 KiB on every hit cost a hot GET about a fifth more CPU
+//! than a cleartext one, while the process that answers already holds the DEKs that open every
+//! byte on disk; the plaintext lives in memory only, like the block caches of the stores whose
+//! at-rest encryption works below the cache (docs/storage.md, Row cache). An operator who wants
+//! no plaintext kept between requests sets `row_cache_sealed`: the cache then holds the stored
+//! bytes, and every hit is opened by the same [`crate::seal::Crypto::open`] as a read from disk.
+//! Either way a hit answers exactly what the LSM would: an opened row was verified when it was
+//! read, or is what this node's apply just wrote.
 //!
 //! Why it is never stale: it caches only the newest version overall, and every writer of the
 //! data keyspace updates or drops a key's entry after its commit. A reader that missed may fill
@@ -41,20 +46,30 @@ const QUEUE_OVERHEAD: usize = 32;
 pub(crate) enum Cached {
     /// The key has no version at all (never written, or every version collected).
     Absent,
-    /// The newest version: its commit timestamp and its stored bytes.
+    /// The newest version: its commit timestamp and its row.
     Newest {
         /// Commit timestamp.
         ts: u64,
-        /// Exactly what the data keyspace holds for it.
-        stored: Slice,
+        /// The version, opened or as stored.
+        row: CachedRow,
     },
+}
+
+/// A newest version as the cache keeps it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum CachedRow {
+    /// Opened: the value and its expiry (unix ms, 0 for none), or `None` for a tombstone.
+    Open(Option<(Slice, u64)>),
+    /// Exactly what the data keyspace holds (sealed when the envelope is on); opened on every hit.
+    Stored(Slice),
 }
 
 impl Cached {
     fn cost(&self) -> usize {
         match self {
-            Cached::Absent => 0,
-            Cached::Newest { stored, .. } => stored.len(),
+            Cached::Absent | Cached::Newest { row: CachedRow::Open(None), .. } => 0,
+            Cached::Newest { row: CachedRow::Open(Some((value, _))), .. } => value.len(),
+            Cached::Newest { row: CachedRow::Stored(stored), .. } => stored.len(),
         }
     }
 }
@@ -250,7 +265,7 @@ mod tests {
     use super::*;
 
     fn newest(ts: u64, bytes: &[u8]) -> Cached {
-        Cached::Newest { ts, stored: Slice::from(bytes) }
+        Cached::Newest { ts, row: CachedRow::Open(Some((Slice::from(bytes), 0))) }
     }
 
     fn hit(c: &RowCache, k: &[u8]) -> Option<Cached> {

@@ -13,7 +13,7 @@ use crate::error::StoreError;
 use crate::key::{self, KeyRange};
 use crate::latest;
 use crate::meta::{self, Applied};
-use crate::row_cache::{Cached, Lookup, RowCache, RowCacheStats};
+use crate::row_cache::{Cached, CachedRow, Lookup, RowCache, RowCacheStats};
 use crate::seal::{Crypto, Opened, integrity_error, split_stored_key};
 
 const DATA: &str = "data";
@@ -37,6 +37,9 @@ pub struct StoreOptions {
     pub memtable_bytes: u64,
     /// Row cache budget in bytes (`row_cache.rs`); 0 turns the cache off.
     pub row_cache_bytes: u64,
+    /// The row cache keeps versions as stored (sealed) and opens every hit, instead of keeping
+    /// them opened: no plaintext is held between requests, at the cost of a decrypt per hit.
+    pub row_cache_sealed: bool,
 }
 
 impl Default for StoreOptions {
@@ -47,6 +50,7 @@ impl Default for StoreOptions {
             cache_bytes: 64 << 20,
             memtable_bytes: 32 << 20,
             row_cache_bytes: DEFAULT_ROW_CACHE_BYTES,
+            row_cache_sealed: false,
         }
     }
 }
@@ -62,6 +66,8 @@ pub struct Store {
     pub(crate) latest: Keyspace,
     /// The newest version of hot keys, so a point read skips both LSM lookups (`row_cache.rs`).
     pub(crate) rows: RowCache,
+    /// The row cache keeps stored bytes rather than opened values ([`StoreOptions::row_cache_sealed`]).
+    pub(crate) rows_sealed: bool,
     pub(crate) crypto: Crypto,
     pub(crate) max_ts: AtomicU64,
     /// Serializes GC, rewrite and snapshot install, which must not interleave on the same versions
@@ -148,6 +154,7 @@ impl Store {
             registry,
             latest,
             rows: RowCache::new(opts.row_cache_bytes),
+            rows_sealed: opts.row_cache_sealed,
             max_ts: AtomicU64::new(max_ts),
             maintenance: Mutex::new(()),
             block_compression,
@@ -241,9 +248,14 @@ impl Store {
         let prefix_len = start.len() - 8;
         let ticket = match self.rows.get(version_prefix(&start, prefix_len)) {
             Lookup::Hit(Cached::Absent) => return Ok(None),
-            Lookup::Hit(Cached::Newest { ts, stored }) if ts <= read_ts => {
-                key::set_ts(&mut start, ts);
-                return self.opened_version(&start, ts, &stored).map(Some);
+            Lookup::Hit(Cached::Newest { ts, row }) if ts <= read_ts => {
+                return match row {
+                    CachedRow::Open(value) => Ok(Some(Version { ts, value: value.map(|(v, e)| (v.to_vec(), e)) })),
+                    CachedRow::Stored(stored) => {
+                        key::set_ts(&mut start, ts);
+                        self.opened_version(&start, ts, &stored).map(Some)
+                    }
+                };
             }
             // The newest version is after `read_ts`: an older one is wanted, which the range finds.
             Lookup::Hit(Cached::Newest { .. }) => None,
@@ -260,9 +272,8 @@ impl Store {
                     key::set_ts(&mut start, ts);
                     if let Some(stored) = self.data.get(&start)? {
                         let version = self.opened_version(&start, ts, &stored)?;
-                        // A copy: `stored` may share a table block, which the cache must not pin.
-                        let stored = fjall::Slice::from(&stored[..]);
-                        self.rows.fill(version_prefix(&start, prefix_len), ticket, Cached::Newest { ts, stored });
+                        let row = self.cache_row(|| version.value.as_ref().map(|(v, e)| (&v[..], *e)), &stored);
+                        self.rows.fill(version_prefix(&start, prefix_len), ticket, Cached::Newest { ts, row });
                         return Ok(Some(version));
                     }
                     key::set_ts(&mut start, read_ts);
@@ -283,6 +294,17 @@ impl Store {
     /// The row cache's hit and miss counts and its size, for metrics.
     pub fn row_cache_stats(&self) -> RowCacheStats {
         self.rows.stats()
+    }
+
+    /// What the row cache keeps of a version: the opened value (`None` for a tombstone), or
+    /// the stored bytes when the cache is sealed. Copies either way: `stored` may share a table
+    /// block, which the cache must not pin.
+    pub(crate) fn cache_row<'v>(&self, opened: impl FnOnce() -> Option<(&'v [u8], u64)>, stored: &[u8]) -> CachedRow {
+        if self.rows_sealed {
+            CachedRow::Stored(fjall::Slice::from(stored))
+        } else {
+            CachedRow::Open(opened().map(|(v, e)| (fjall::Slice::from(v), e)))
+        }
     }
 
     fn opened_version(&self, mvcc_key: &[u8], ts: u64, stored: &[u8]) -> Result<Version, StoreError> {

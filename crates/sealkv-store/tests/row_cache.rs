@@ -1,6 +1,8 @@
 //! The row cache never answers differently from the LSM under it: every writer of the data
 //! keyspace (apply, GC, rewrite, snapshot install, wipe) updates or drops what it caches, and a
-//! reader racing a writer never puts an older version back.
+//! reader racing a writer never puts an older version back. Both kinds of cache are checked: the
+//! default, which keeps versions opened, and `row_cache_sealed`, which keeps them as stored and
+//! opens every hit.
 
 mod common;
 
@@ -16,11 +18,32 @@ fn value_of(store: &Store, key: &[u8], read_ts: u64) -> Option<(u64, Option<Vec<
     store.version(key, read_ts).unwrap().map(|Version { ts, value }| (ts, value.map(|(v, _)| v)))
 }
 
+/// An encrypted store sealing under `DEK_A` from birth, with the given kind of row cache.
+fn open_with_cache(path: &std::path::Path, keys: &Arc<sealkv_crypto::Keystore>, sealed: bool, bytes: u64) -> Store {
+    let opts = StoreOptions {
+        keystore: keys.clone(),
+        encryption_enabled: true,
+        row_cache_bytes: bytes,
+        row_cache_sealed: sealed,
+        ..StoreOptions::default()
+    };
+    let store = Store::open(path, opts).unwrap();
+    store.set_sealer(Some(sealer(keys, DEK_A)));
+    enable(&store, 1);
+    store
+}
+
 #[test]
 fn hot_reads_are_hits_and_older_read_timestamps_still_see_older_versions() {
+    for sealed in [false, true] {
+        hot_reads(sealed);
+    }
+}
+
+fn hot_reads(sealed: bool) {
     let dir = tempfile::tempdir().unwrap();
     let keys = keystore();
-    let store = open_sealed(dir.path(), &keys, 1);
+    let store = open_with_cache(dir.path(), &keys, sealed, 256 << 20);
     put(&store, 2, b"k", 10, b"old", 0);
     put(&store, 3, b"k", 20, b"new", 0);
     let before = store.row_cache_stats();
@@ -38,6 +61,50 @@ fn hot_reads_are_hits_and_older_read_timestamps_still_see_older_versions() {
     assert_eq!(store.row_cache_stats().hits, hits + 1, "absence is cached");
     put(&store, 4, b"fresh", 30, b"now", 0);
     assert_eq!(value_of(&store, b"fresh", u64::MAX), Some((30, Some(b"now".to_vec()))));
+    // Expiry and tombstones come back from a hit as the LSM has them.
+    put(&store, 5, b"ttl", 40, b"short", 12_345);
+    assert_eq!(store.version(b"ttl", u64::MAX).unwrap().unwrap().value, Some((b"short".to_vec(), 12_345)));
+    delete(&store, 6, b"ttl", 50);
+    let hits = store.row_cache_stats().hits;
+    assert_eq!(value_of(&store, b"ttl", u64::MAX), Some((50, None)));
+    assert_eq!(store.row_cache_stats().hits, hits + 1, "the tombstone is cached");
+}
+
+/// What each kind of cache holds, shown by taking the DEK away: a hit on an opened row needs no
+/// key, while a sealed row is opened on every hit and stops opening. A miss goes to disk and
+/// needs the key either way.
+#[test]
+fn opened_rows_answer_without_a_decrypt_and_sealed_rows_open_on_every_hit() {
+    for sealed in [false, true] {
+        let dir = tempfile::tempdir().unwrap();
+        let keys = keystore();
+        let store = open_with_cache(dir.path(), &keys, sealed, 256 << 20);
+        put(&store, 2, b"written", 10, b"from apply", 0);
+        put(&store, 3, b"read", 10, b"from disk", 0);
+        store.flush().unwrap();
+        // A fresh store over the same files starts with an empty cache: every first read misses.
+        drop(store);
+        let store = Store::open(
+            dir.path(),
+            StoreOptions {
+                keystore: keys.clone(),
+                encryption_enabled: true,
+                row_cache_sealed: sealed,
+                ..StoreOptions::default()
+            },
+        )
+        .unwrap();
+        // A miss fills the cache from disk.
+        assert_eq!(value_of(&store, b"read", u64::MAX), Some((10, Some(b"from disk".to_vec()))));
+        keys.remove(DEK_A).unwrap();
+        let hit = store.version(b"read", u64::MAX);
+        if sealed {
+            assert!(hit.is_err(), "sealed mode: the hit was opened, and the key is gone");
+        } else {
+            assert_eq!(hit.unwrap().unwrap().value, Some((b"from disk".to_vec(), 0)), "opened mode: a copy");
+        }
+        assert!(store.version(b"written", u64::MAX).is_err(), "never read since the restart: a miss, opened");
+    }
 }
 
 #[test]
@@ -107,18 +174,27 @@ fn a_zero_budget_turns_the_cache_off() {
 /// A writer commits increasing versions of a few keys while readers read them: a read that
 /// starts after a commit returned must see that version or a newer one. A fill that ignored
 /// its ticket would put a version read before a commit back over the commit's update, and a
-/// later read would see it. The cache is tiny and the writer also writes filler keys, so the
-/// watched keys keep being evicted and readers keep missing and filling.
+/// later read would see it. The cache is tiny and the writer also writes filler keys, which the
+/// readers read too: the fillers keep being evicted, so readers keep missing and filling (the
+/// watched keys, read all the time, mostly hit).
 #[test]
 fn readers_racing_a_writer_never_see_a_version_older_than_a_finished_commit() {
+    for sealed in [false, true] {
+        readers_racing_a_writer(sealed);
+    }
+}
+
+fn readers_racing_a_writer(sealed: bool) {
     const KEYS: u64 = 4;
+    const FILLERS: u64 = 1000;
     const WRITES: u64 = 20_000;
     const READS: u64 = 50_000;
     let dir = tempfile::tempdir().unwrap();
     let keys = keystore();
-    let opts = StoreOptions { keystore: keys.clone(), row_cache_bytes: 16 << 10, ..StoreOptions::default() };
-    let store = Arc::new(Store::open(dir.path(), opts).unwrap());
-    let committed: Arc<Vec<AtomicU64>> = Arc::new((0..KEYS).map(|_| AtomicU64::new(0)).collect());
+    let store = Arc::new(open_with_cache(dir.path(), &keys, sealed, 16 << 10));
+    // Slots 0..KEYS are the watched keys, then one per filler.
+    let name = |slot: u64| if slot < KEYS { format!("key{slot}") } else { format!("filler{}", slot - KEYS) };
+    let committed: Arc<Vec<AtomicU64>> = Arc::new((0..KEYS + FILLERS).map(|_| AtomicU64::new(0)).collect());
     let done = Arc::new(AtomicBool::new(false));
     let reads = Arc::new(AtomicU64::new(0));
     let readers: Vec<_> = (0..2)
@@ -127,11 +203,12 @@ fn readers_racing_a_writer_never_see_a_version_older_than_a_finished_commit() {
             std::thread::spawn(move || {
                 let mut i = r;
                 while !done.load(Ordering::Acquire) {
-                    let k = i % KEYS;
+                    let slot = if i % 2 == 0 { (i / 2) % KEYS } else { KEYS + (i.wrapping_mul(7919) % FILLERS) };
                     i += 1;
-                    let floor = committed[k as usize].load(Ordering::Acquire);
-                    let seen = store.version(format!("key{k}").as_bytes(), u64::MAX).unwrap().map_or(0, |v| v.ts);
-                    assert!(seen >= floor, "key{k}: read ts {seen} after commit {floor} had returned");
+                    let floor = committed[slot as usize].load(Ordering::Acquire);
+                    let key = name(slot);
+                    let seen = store.version(key.as_bytes(), u64::MAX).unwrap().map_or(0, |v| v.ts);
+                    assert!(seen >= floor, "{key}: read ts {seen} after commit {floor} had returned");
                     reads.fetch_add(1, Ordering::Relaxed);
                 }
             })
@@ -144,11 +221,15 @@ fn readers_racing_a_writer_never_see_a_version_older_than_a_finished_commit() {
         let k = ts % KEYS;
         let mut b = store.batch();
         b.put(format!("key{k}").as_bytes(), ts, &ts.to_be_bytes(), 0).unwrap();
-        for f in 0..4 {
-            b.put(format!("filler{}", (ts * 4 + f) % 1000).as_bytes(), ts, b"f", 0).unwrap();
+        let fillers: Vec<u64> = (0..4).map(|f| (ts * 4 + f) % FILLERS).collect();
+        for f in &fillers {
+            b.put(name(KEYS + f).as_bytes(), ts, b"f", 0).unwrap();
         }
         b.commit(&applied(ts), Durability::Buffered).unwrap();
         committed[k as usize].store(ts, Ordering::Release);
+        for f in fillers {
+            committed[(KEYS + f) as usize].store(ts, Ordering::Release);
+        }
         if ts % 64 == 0 {
             // Let a reader fill between writes now and then, so fills and puts interleave.
             std::thread::yield_now();

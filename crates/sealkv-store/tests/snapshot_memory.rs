@@ -21,6 +21,7 @@ fn small_opts(keys: &Arc<sealkv_crypto::Keystore>) -> StoreOptions {
         cache_bytes: 1 << 20,
         memtable_bytes: 2 << 20,
         row_cache_bytes: 1 << 20,
+        ..StoreOptions::default()
     }
 }
 
