@@ -171,7 +171,7 @@ impl ApplyBatch<'_> {
         };
         if newest.is_none_or(|ts| commit_ts >= ts) {
             self.inner.insert(&self.store.latest, prefix, latest::encode_ts(commit_ts));
-            self.newest.insert(prefix.to_vec(), (commit_ts, self.store.cache_row(opened, stored)));
+            self.newest.insert(prefix.to_vec(), (commit_ts, self.store.cache_row(opened, || stored.clone())));
         }
         Ok(())
     }

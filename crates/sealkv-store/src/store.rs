@@ -272,7 +272,11 @@ impl Store {
                     key::set_ts(&mut start, ts);
                     if let Some(stored) = self.data.get(&start)? {
                         let version = self.opened_version(&start, ts, &stored)?;
-                        let row = self.cache_row(|| version.value.as_ref().map(|(v, e)| (&v[..], *e)), &stored);
+                        // A copy of `stored`: it may share a table block, which the cache must not pin.
+                        let row = self.cache_row(
+                            || version.value.as_ref().map(|(v, e)| (&v[..], *e)),
+                            || fjall::Slice::from(&stored[..]),
+                        );
                         self.rows.fill(version_prefix(&start, prefix_len), ticket, Cached::Newest { ts, row });
                         return Ok(Some(version));
                     }
@@ -296,12 +300,15 @@ impl Store {
         self.rows.stats()
     }
 
-    /// What the row cache keeps of a version: the opened value (`None` for a tombstone), or
-    /// the stored bytes when the cache is sealed. Copies either way: `stored` may share a table
-    /// block, which the cache must not pin.
-    pub(crate) fn cache_row<'v>(&self, opened: impl FnOnce() -> Option<(&'v [u8], u64)>, stored: &[u8]) -> CachedRow {
+    /// What the row cache keeps of a version: a copy of the opened value (`None` for a
+    /// tombstone), or the stored bytes when the cache is sealed. Only the one it keeps is built.
+    pub(crate) fn cache_row<'v>(
+        &self,
+        opened: impl FnOnce() -> Option<(&'v [u8], u64)>,
+        stored: impl FnOnce() -> fjall::Slice,
+    ) -> CachedRow {
         if self.rows_sealed {
-            CachedRow::Stored(fjall::Slice::from(stored))
+            CachedRow::Stored(stored())
         } else {
             CachedRow::Open(opened().map(|(v, e)| (fjall::Slice::from(v), e)))
         }
