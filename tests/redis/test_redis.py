@@ -124,6 +124,7 @@ class Connection(Base):
         after = leader.info("stats")
         self.assertGreaterEqual(after["row_cache_hits"] - before["row_cache_hits"], 5)
         self.assertGreater(after["row_cache_bytes"], 0)
+        self.assertEqual(after["row_cache_holds"], "opened")
 
     def test_unknown_and_arity_errors_leave_the_connection_usable(self):
         self.assertErr("unknown command 'NOSUCH', with args beginning with: 'a'", self.r.execute_command, "NOSUCH", "a")
@@ -744,11 +745,13 @@ class LogBudget(unittest.TestCase):
     """The Raft log is bounded in bytes, not only in entries (--snapshot-log-mib, --keep-log-mib)."""
 
     def test_the_raft_log_stays_within_its_byte_budget(self):
-        # Entry counts that never trigger: only the byte budget can snapshot and purge here.
+        # Entry counts that never trigger: only the byte budget can snapshot and purge here. This
+        # cluster also runs the sealed row cache, so that mode serves the reads below.
         dev = Dev(extra=["--snapshot-log-mib=1", "--keep-log-mib=1", "--snapshot-every=1000000",
-                         "--keep-logs=1000000"])
+                         "--keep-logs=1000000", "--row-cache-sealed"])
         try:
             c = redis.Redis(port=dev.leader_port(), socket_timeout=60)
+            self.assertEqual(c.info("stats")["row_cache_holds"], "sealed")
             values = set_random(self, c, "big", batches=8, per_batch=16, size=64 << 10)
             # 8 MiB went through every log. Once the triggers have run, what stays is under 1 MiB
             # past the last snapshot plus at most 1 MiB kept behind it, on every node.

@@ -300,6 +300,12 @@ impl Store {
         self.rows.stats()
     }
 
+    /// Whether the row cache keeps versions sealed (`row_cache_sealed`) rather than opened, so an
+    /// operator can check which memory posture a node runs with.
+    pub fn row_cache_sealed(&self) -> bool {
+        self.rows_sealed
+    }
+
     /// What the row cache keeps of a version: a copy of the opened value (`None` for a
     /// tombstone), or the stored bytes when the cache is sealed. Only the one it keeps is built.
     pub(crate) fn cache_row<'v>(

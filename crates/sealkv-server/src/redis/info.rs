@@ -406,11 +406,12 @@ async fn info(fe: &Frontend, args: &[Vec<u8>]) -> Reply {
     if want("stats") {
         let rows = app.shared.store.row_cache_stats();
         out.push_str(&format!(
-            "# Stats\r\ntotal_commands_processed:{}\r\nrow_cache_hits:{}\r\nrow_cache_misses:{}\r\nrow_cache_bytes:{}\r\n\r\n",
+            "# Stats\r\ntotal_commands_processed:{}\r\nrow_cache_hits:{}\r\nrow_cache_misses:{}\r\nrow_cache_bytes:{}\r\nrow_cache_holds:{}\r\n\r\n",
             fe.commands_processed.load(Ordering::Relaxed),
             rows.hits,
             rows.misses,
-            rows.bytes
+            rows.bytes,
+            if app.shared.store.row_cache_sealed() { "sealed" } else { "opened" }
         ));
     }
     if want("replication") {
