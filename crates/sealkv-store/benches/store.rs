@@ -18,7 +18,8 @@
 //!   that variant shows what the opt-out costs, and its ratio is far from 95% by construction.
 //! * `compress_1k/{random,alphabet,text}` — the compress-then-encrypt attempt alone on 1 KiB of
 //!   random bytes, of random letters (redis-benchmark's values: LZ4 cannot shrink them either) and
-//!   of repetitive text: what every sealed put pays before the seal.
+//!   of repetitive text; `random_sampled` is what a sealed put pays per value once a run of
+//!   failures has made the store sample its attempts (`compress::compress_sampled`).
 //! * `rewrite` — re-sealing a 16 MiB store of 1 KiB values from one DEK to another, in MB/s.
 //!
 //! Goal: encrypted put and get throughput ≥ 95% of cleartext (time ratio ≤ 1.053).
@@ -116,6 +117,11 @@ fn bench(c: &mut Criterion) {
     {
         g.bench_function(name, |bench| bench.iter(|| black_box(sealkv_store::compress::compress(black_box(&value)))));
     }
+    // What a sealed put pays per value in an incompressible workload: attempts are sampled.
+    let random = rng.bytes(1024);
+    g.bench_function("random_sampled", |bench| {
+        bench.iter(|| black_box(sealkv_store::compress::compress_sampled(black_box(&random))))
+    });
     g.finish();
 
     for (group, flushed, row_cache) in

@@ -151,9 +151,10 @@ impl Crypto {
     }
 }
 
-/// Seals a new value: compressed first when that makes it smaller.
+/// Seals a new value: compressed first when that makes it smaller (attempts are sampled while
+/// they keep failing, see [`compress::compress_sampled`]).
 fn seal_value(sealer: &Sealer, mvcc_key: &[u8], value: &[u8], expire_at_ms: u64) -> Result<Vec<u8>, StoreError> {
-    let compressed = compress::compress(value);
+    let compressed = compress::compress_sampled(value);
     let plaintext = compressed.as_deref().unwrap_or(value);
     seal_with(sealer, compressed.is_some(), mvcc_key, plaintext, expire_at_ms)
 }
