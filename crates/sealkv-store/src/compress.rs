@@ -91,10 +91,11 @@ pub fn compress_sampled(plaintext: &[u8]) -> Option<Vec<u8>> {
         return None;
     }
     let packed = compress(plaintext);
+    let failures = failures.saturating_add(1);
     FUTILE.set(match packed {
         Some(_) => (0, 0),
-        None if failures + 1 >= GIVE_UP_AFTER => (failures + 1, SAMPLE - 1),
-        None => (failures + 1, 0),
+        None if failures >= GIVE_UP_AFTER => (failures, SAMPLE - 1),
+        None => (failures, 0),
     });
     packed
 }
