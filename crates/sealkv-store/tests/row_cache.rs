@@ -18,8 +18,8 @@ fn value_of(store: &Store, key: &[u8], read_ts: u64) -> Option<(u64, Option<Vec<
     store.version(key, read_ts).unwrap().map(|Version { ts, value }| (ts, value.map(|(v, _)| v)))
 }
 
-/// An encrypted store sealing under `DEK_A` from birth, with the given kind of row cache.
-fn open_with_cache(path: &std::path::Path, keys: &Arc<sealkv_crypto::Keystore>, sealed: bool, bytes: u64) -> Store {
+/// An encrypted store's files opened with the given kind of row cache (which starts empty).
+fn reopen_with_cache(path: &std::path::Path, keys: &Arc<sealkv_crypto::Keystore>, sealed: bool, bytes: u64) -> Store {
     let opts = StoreOptions {
         keystore: keys.clone(),
         encryption_enabled: true,
@@ -27,7 +27,12 @@ fn open_with_cache(path: &std::path::Path, keys: &Arc<sealkv_crypto::Keystore>, 
         row_cache_sealed: sealed,
         ..StoreOptions::default()
     };
-    let store = Store::open(path, opts).unwrap();
+    Store::open(path, opts).unwrap()
+}
+
+/// An encrypted store sealing under `DEK_A` from birth, with the given kind of row cache.
+fn open_with_cache(path: &std::path::Path, keys: &Arc<sealkv_crypto::Keystore>, sealed: bool, bytes: u64) -> Store {
+    let store = reopen_with_cache(path, keys, sealed, bytes);
     store.set_sealer(Some(sealer(keys, DEK_A)));
     enable(&store, 1);
     store
@@ -84,16 +89,7 @@ fn opened_rows_answer_without_a_decrypt_and_sealed_rows_open_on_every_hit() {
         store.flush().unwrap();
         // A fresh store over the same files starts with an empty cache: every first read misses.
         drop(store);
-        let store = Store::open(
-            dir.path(),
-            StoreOptions {
-                keystore: keys.clone(),
-                encryption_enabled: true,
-                row_cache_sealed: sealed,
-                ..StoreOptions::default()
-            },
-        )
-        .unwrap();
+        let store = reopen_with_cache(dir.path(), &keys, sealed, 256 << 20);
         // A miss fills the cache from disk.
         assert_eq!(value_of(&store, b"read", u64::MAX), Some((10, Some(b"from disk".to_vec()))));
         keys.remove(DEK_A).unwrap();
