@@ -87,6 +87,7 @@ class Dev:
         self.log = open(os.path.join(self.dir, "dev.log"), "w")
         self.proc = subprocess.Popen(args, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)
         self.ports = [self.redis_base + i for i in range(3)]
+        self.metrics_ports = [metrics + i for i in range(3)]
         try:
             self._wait_ready()
         except Exception:

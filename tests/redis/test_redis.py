@@ -2,6 +2,7 @@
 real encrypted clusters on loopback. Run by ./scripts/test; needs the `redis` package and
 redis-tools, which that script installs."""
 
+import base64
 import os
 import resource
 import socket
@@ -9,6 +10,8 @@ import subprocess
 import threading
 import time
 import unittest
+import urllib.error
+import urllib.request
 
 import redis
 
@@ -657,6 +660,91 @@ class BadInput(Base):
             for s in socks:
                 s.close()
         self.assertIntact()
+
+
+def scrape(port, path="/metrics", method="GET"):
+    """(status, content type, body) of an HTTP request to a node's metrics listener."""
+    req = urllib.request.Request(f"http://127.0.0.1:{port}{path}", method=method)
+    try:
+        with urllib.request.urlopen(req, timeout=10) as r:
+            return r.status, r.headers.get("Content-Type"), r.read().decode()
+    except urllib.error.HTTPError as e:
+        return e.code, e.headers.get("Content-Type"), e.read().decode()
+
+
+def samples(body):
+    """The exposition's samples: 'name{labels}' -> value. Every sample has HELP and TYPE lines."""
+    out, typed = {}, set()
+    for line in body.splitlines():
+        if line.startswith("# TYPE "):
+            typed.add(line.split()[2])
+        elif line and not line.startswith("#"):
+            name, value = line.rsplit(" ", 1)
+            assert name.split("{")[0] in typed, f"{name} has no TYPE line"
+            out[name] = float(value)
+    return out
+
+
+class Metrics(Base):
+    def scrape_all(self):
+        return [samples(scrape(p)[2]) for p in DEV.metrics_ports]
+
+    def test_every_node_serves_prometheus_metrics(self):
+        status, ctype, body = scrape(DEV.metrics_ports[0])
+        self.assertEqual(status, 200)
+        self.assertTrue(ctype.startswith("text/plain; version=0.0.4"), ctype)
+        nodes = self.scrape_all()
+        leader = DEV.ports.index(DEV.leader_port())
+        self.assertEqual([m["sealkv_raft_is_leader"] for m in nodes], [float(i == leader) for i in range(3)])
+        for m in nodes:
+            self.assertEqual(m["sealkv_apply_halted"], 0)
+            self.assertEqual(m["sealkv_raft_voters"], 3)
+            self.assertEqual(m["sealkv_encryption_enabled"], 1)
+            self.assertEqual(m["sealkv_encryption_storage_envelope"], 1)
+            self.assertGreater(m["sealkv_encryption_raft_cutover_index"], 0)
+            self.assertGreater(m['sealkv_encryption_active_dek_id{purpose="storage"}'], 0)
+            self.assertGreater(m['sealkv_encryption_active_dek_id{purpose="raft"}'], 0)
+            for reason in ("TagMismatch", "UnknownKeyId", "Truncated", "BadVersion", "BadFlag"):
+                self.assertEqual(m[f'sealkv_encryption_decrypt_failures_total{{reason="{reason}"}}'], 0)
+            self.assertGreater(m["sealkv_raft_last_applied_index"], 0)
+            self.assertIn("sealkv_redis_connected_clients", m)
+
+    def test_counters_follow_writes_on_every_replica(self):
+        before = self.scrape_all()
+        def writes(m, purpose):
+            return 'sealkv_encryption_writes_total{key_id="%d"}' % m[f'sealkv_encryption_active_dek_id{{purpose="{purpose}"}}']
+        storage = [writes(m, "storage") for m in before]
+        raft = writes(before[0], "raft")
+        leader = DEV.ports.index(DEV.leader_port())
+        p = self.leader.pipeline(transaction=False)
+        for i in range(50):
+            p.set(self.k(f"m{i}"), f"value {i}")
+        p.execute()
+        self.assertEqual(self.leader.get(self.k("m49")), b"value 49")
+        deadline = time.time() + 10
+        while True:
+            after = self.scrape_all()
+            applied = [m["sealkv_raft_last_applied_index"] for m in after]
+            if len(set(applied)) == 1 or time.time() > deadline:
+                break
+            time.sleep(0.1)
+        for i in range(3):
+            # Every replica seals its own copy of each value: 50 values at least, on every node.
+            self.assertGreaterEqual(after[i][storage[i]] - before[i].get(storage[i], 0), 50, f"node {i}")
+        # Only the leader wraps Raft payloads.
+        self.assertGreaterEqual(after[leader][raft] - before[leader].get(raft, 0), 1)
+        self.assertGreater(after[leader]["sealkv_redis_commands_processed_total"],
+                           before[leader]["sealkv_redis_commands_processed_total"])
+
+    def test_other_paths_and_methods_are_refused_and_no_key_bytes_are_served(self):
+        self.assertEqual(scrape(DEV.metrics_ports[1], "/")[0], 404)
+        self.assertEqual(scrape(DEV.metrics_ports[1], "/metrics", method="POST")[0], 405)
+        with open(os.path.join(DEV.dir, "kek.bin"), "rb") as f:
+            kek = f.read()
+        for port in DEV.metrics_ports:
+            body = scrape(port)[2]
+            for form in (kek.hex(), kek.hex().upper(), base64.b64encode(kek).decode()):
+                self.assertNotIn(form, body)
 
 
 class Failures(unittest.TestCase):

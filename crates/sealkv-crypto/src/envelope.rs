@@ -21,6 +21,7 @@
 //! label of the decrypt-failure metric. Nothing here ever returns bytes that did not verify.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::cipher::{CryptoError, Dek, NONCE_LEN, Purpose, TAG_LEN};
 use crate::keystore::Keystore;
@@ -87,7 +88,44 @@ pub enum DecryptReason {
     BadFlag,
 }
 
+/// Process-wide counts of refused opens by reason (`sealkv_encryption_decrypt_failures_total`):
+/// a rising count is tampering, a missing key or corruption, and an operator must see it even when
+/// the read that hit it only returned an error to one client.
+static FAILURES: [AtomicU64; DecryptReason::ALL.len()] = [const { AtomicU64::new(0) }; DecryptReason::ALL.len()];
+
+/// Every envelope this process refused to open so far, per reason (storage and raft together).
+pub fn decrypt_failures() -> [(DecryptReason, u64); DecryptReason::ALL.len()] {
+    DecryptReason::ALL.map(|r| (r, r.failures().load(Ordering::Relaxed)))
+}
+
+fn counted<T>(r: Result<T, IntegrityError>) -> Result<T, IntegrityError> {
+    if let Err(e) = &r {
+        e.reason().failures().fetch_add(1, Ordering::Relaxed);
+    }
+    r
+}
+
 impl DecryptReason {
+    /// Every reason, in label order.
+    pub const ALL: [DecryptReason; 5] = [
+        DecryptReason::TagMismatch,
+        DecryptReason::UnknownKeyId,
+        DecryptReason::Truncated,
+        DecryptReason::BadVersion,
+        DecryptReason::BadFlag,
+    ];
+
+    fn failures(self) -> &'static AtomicU64 {
+        let [tag, unknown, truncated, version, flag] = &FAILURES;
+        match self {
+            DecryptReason::TagMismatch => tag,
+            DecryptReason::UnknownKeyId => unknown,
+            DecryptReason::Truncated => truncated,
+            DecryptReason::BadVersion => version,
+            DecryptReason::BadFlag => flag,
+        }
+    }
+
     /// The `reason` label value.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -350,6 +388,15 @@ pub fn open_storage(
     mvcc_key: &[u8],
     envelope: &[u8],
 ) -> Result<Opened, IntegrityError> {
+    counted(open_storage_uncounted(keys, value_header, mvcc_key, envelope))
+}
+
+fn open_storage_uncounted(
+    keys: &Keystore,
+    value_header: &[u8; VALUE_HEADER_LEN],
+    mvcc_key: &[u8],
+    envelope: &[u8],
+) -> Result<Opened, IntegrityError> {
     let h = Header::parse(envelope, Purpose::Storage)?;
     let head = envelope.first_chunk::<HEADER_LEN>().ok_or(IntegrityError::Truncated { len: envelope.len() })?;
     let mut buf = body(envelope);
@@ -359,6 +406,10 @@ pub fn open_storage(
 
 /// Unwraps a raft envelope into the FSM payload; returns the key id with it.
 pub fn unwrap_raft(keys: &Keystore, envelope: &[u8]) -> Result<(u32, Vec<u8>), IntegrityError> {
+    counted(unwrap_raft_uncounted(keys, envelope))
+}
+
+fn unwrap_raft_uncounted(keys: &Keystore, envelope: &[u8]) -> Result<(u32, Vec<u8>), IntegrityError> {
     let h = Header::parse(envelope, Purpose::Raft)?;
     let mut buf = body(envelope);
     open_with(keys, &h, Purpose::Raft, &raft_aad(h.key_id), &mut buf)?;

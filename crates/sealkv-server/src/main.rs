@@ -16,6 +16,7 @@ mod dev;
 mod encryption;
 mod gc;
 mod log_budget;
+mod metrics;
 mod node;
 mod redis;
 

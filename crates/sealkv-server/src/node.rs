@@ -53,7 +53,7 @@ pub struct ServerArgs {
     /// The largest Redis bulk argument in bytes (Redis `proto-max-bulk-len`).
     #[arg(long, default_value_t = 512 << 20)]
     pub proto_max_bulk_len: usize,
-    /// Metrics listen address (accepted; metrics are not served yet).
+    /// Serve Prometheus metrics on `http://ADDR/metrics` (see docs/runbook.md, Metrics).
     #[arg(long)]
     pub listen_metrics: Option<SocketAddr>,
     /// Initialize a new cluster with --initial-members (run on one node only).
@@ -256,6 +256,7 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
         })
     };
 
+    let mut frontend = None;
     if let Some(addr) = args.listen_redis {
         raise_fd_limit();
         let listener = tokio::net::TcpListener::bind(addr)
@@ -273,9 +274,18 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
             port: addr.port(),
             commands_processed: Default::default(),
         });
+        frontend = Some(fe.clone());
         tokio::spawn(redis::conn::serve(fe, listener));
         tokio::spawn(redis::sweep::run(redis_core.clone()));
         tracing::info!(redis = %addr, auth = args.requirepass.is_some(), "redis frontend listening");
+    }
+    if let Some(addr) = args.listen_metrics {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("cannot listen on --listen-metrics {addr}"))?;
+        let sources = Arc::new(crate::metrics::Sources { app: app.clone(), redis: frontend });
+        tokio::spawn(crate::metrics::serve(listener, sources));
+        tracing::info!(metrics = %addr, "prometheus metrics on /metrics");
     }
 
     if args.init && !raft.is_initialized().await? {
