@@ -54,7 +54,9 @@ pub async fn serve(listener: TcpListener, sources: Arc<Sources>) {
                 let sources = sources.clone();
                 async move { Ok::<_, Infallible>(respond(&sources, &req)) }
             });
+            // One request per connection: an idle keep-alive connection would hold a slot.
             let _ = hyper::server::conn::http1::Builder::new()
+                .keep_alive(false)
                 .timer(TokioTimer::new())
                 .header_read_timeout(HEADER_TIMEOUT)
                 .serve_connection(TokioIo::new(stream), svc)
