@@ -22,9 +22,11 @@ BIN = os.environ.get("SEALKV_BIN", os.path.join(ROOT, "target", "debug", "sealkv
 
 
 def free_base(n=3):
-    """A base port with n consecutive free ports (checked by binding)."""
+    """A base port with n consecutive free ports (checked by binding), below Linux's ephemeral
+    range (32768 and up): a port the kernel hands to an outgoing connection in the meantime
+    would make a node's listener fail to bind."""
     for _ in range(200):
-        base = secrets.randbelow(20000) + 30000
+        base = secrets.randbelow(20000) + 10000
         try:
             socks = []
             for i in range(n):
@@ -76,8 +78,9 @@ class Dev:
     def __init__(self, encrypted=True, extra=(), password=None):
         self.password = password
         self.dir = tempfile.mkdtemp(prefix="sealkv-redis-")
-        self.redis_base = free_base()
-        grpc, metrics = free_base(), free_base()
+        # One range for all nine listeners: ranges picked one by one could overlap each other.
+        self.redis_base = free_base(9)
+        grpc, metrics = self.redis_base + 3, self.redis_base + 6
         args = [BIN, "dev", "--dir", self.dir, "--redis-port", str(self.redis_base), "--grpc-port", str(grpc),
                 "--metrics-port", str(metrics)]
         if not encrypted:
@@ -99,13 +102,24 @@ class Dev:
         path = os.path.join(self.dir, "dev.log")
         while time.time() < deadline:
             if self.proc.poll() is not None:
-                raise RuntimeError("sealkv dev exited: " + open(path).read()[-3000:])
+                raise RuntimeError("sealkv dev exited: " + open(path).read()[-3000:] + self.node_logs())
             if "ready leader=" in open(path).read():
                 for p in self.ports:
                     wait_redis(p, password=self.password)
                 return
             time.sleep(0.2)
-        raise RuntimeError("sealkv dev not ready: " + open(path).read()[-3000:])
+        raise RuntimeError("sealkv dev not ready: " + open(path).read()[-3000:] + self.node_logs())
+
+    def node_logs(self):
+        """The last lines of every node's log, for a failure message (the dir is removed after)."""
+        out = ""
+        for i in range(1, 4):
+            try:
+                with open(os.path.join(self.dir, f"n{i}.log")) as f:
+                    out += f"\n--- n{i}.log ---\n" + f.read()[-1500:]
+            except OSError:
+                pass
+        return out
 
     def leader_port(self):
         for p in self.ports:
@@ -142,7 +156,8 @@ class Servers:
         with open(kek, "wb") as f:
             f.write(secrets.token_bytes(32))
         os.chmod(kek, 0o600)
-        gb, rb = free_base(), free_base()
+        gb = free_base(6)
+        rb = gb + 3
         self.ports = [rb + i for i in range(3)]
         members = ",".join(f"n{i + 1}=127.0.0.1:{gb + i}" for i in range(3))
         self.procs = {}
