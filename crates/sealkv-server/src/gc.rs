@@ -30,13 +30,23 @@ pub fn horizon(now_ms: u64, lag: Duration, max_committed_ts: u64) -> u64 {
     (ms << 16).min(max_committed_ts)
 }
 
+/// A pass walks every stored version whatever it finds, so its cost grows with the data, not
+/// with the writes; passes get at most one part in this many of the node's time.
+const DUTY_DIVISOR: u32 = 20;
+
+/// How long to wait after a pass that took `took` before the next: `every`, or longer when the
+/// pass was long, so a large store never collects back to back (1M versions take ~1–1.5 s here;
+/// 100M would otherwise keep a core busy collecting).
+pub fn next_wait(every: Duration, took: Duration) -> Duration {
+    every.max(took.saturating_mul(DUTY_DIVISOR))
+}
+
 /// Runs passes forever on a blocking thread, one at a time.
 pub async fn run(store: Arc<Store>, schedule: GcSchedule) {
-    let mut tick = tokio::time::interval(schedule.every);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    tick.tick().await;
+    let mut wait = schedule.every;
     loop {
-        tick.tick().await;
+        tokio::time::sleep(wait).await;
+        wait = schedule.every;
         let store = store.clone();
         let pass = tokio::task::spawn_blocking(move || {
             let h = horizon(now_ms(), schedule.lag, store.max_committed_ts());
@@ -45,12 +55,16 @@ pub async fn run(store: Arc<Store>, schedule: GcSchedule) {
         })
         .await;
         match pass {
-            Ok(Ok((r, took))) => tracing::info!(
-                scanned = r.versions_scanned,
-                removed = r.versions_removed,
-                ms = took.as_millis() as u64,
-                "mvcc gc pass"
-            ),
+            Ok(Ok((r, took))) => {
+                wait = next_wait(schedule.every, took);
+                tracing::info!(
+                    scanned = r.versions_scanned,
+                    removed = r.versions_removed,
+                    ms = took.as_millis() as u64,
+                    next_in_s = wait.as_secs(),
+                    "mvcc gc pass"
+                )
+            }
             Ok(Err(e)) => tracing::error!(error = %e, "mvcc gc pass failed; the next pass retries"),
             Err(e) => tracing::error!(error = %e, "mvcc gc task failed"),
         }
@@ -67,5 +81,14 @@ mod tests {
         assert_eq!(horizon(100_000, lag, u64::MAX), 40_000 << 16);
         assert_eq!(horizon(100_000, lag, 7), 7, "never above what this node applied");
         assert_eq!(horizon(10_000, lag, u64::MAX), 0, "a clock below the lag collects nothing");
+    }
+
+    #[test]
+    fn long_passes_stretch_the_wait_to_keep_collection_a_twentieth_of_the_time() {
+        let every = Duration::from_secs(60);
+        assert_eq!(next_wait(every, Duration::from_millis(1500)), every, "a short pass keeps the schedule");
+        assert_eq!(next_wait(every, Duration::from_secs(3)), every, "exactly a twentieth");
+        assert_eq!(next_wait(every, Duration::from_secs(10)), Duration::from_secs(200));
+        assert_eq!(next_wait(every, Duration::MAX), Duration::MAX, "saturates, never wraps");
     }
 }

@@ -91,7 +91,8 @@ pub struct ServerArgs {
     /// Keep at most this many MiB of log behind a snapshot (and at most `--keep-logs` entries).
     #[arg(long, default_value_t = 64)]
     pub keep_log_mib: u64,
-    /// Seconds between MVCC GC passes on this node (0: never collect).
+    /// Seconds between MVCC GC passes on this node (0: never collect); a long pass stretches
+    /// the wait after it to 20x its duration.
     #[arg(long, default_value_t = 60)]
     pub gc_every_secs: u64,
     /// How far (seconds) the GC horizon trails the clock: longer than any single read runs.
