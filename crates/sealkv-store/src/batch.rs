@@ -52,9 +52,10 @@ pub struct ApplyBatch<'s> {
     /// Every data write of this batch by user key, so reads during apply see the batch's own
     /// earlier writes (one entry's INCR after another's in the same apply call).
     pending: BTreeMap<Vec<u8>, Version>,
-    /// The newest version this batch wrote per version prefix (commit ts, row cache row), for the
-    /// newest-version index and, once committed, the row cache.
-    newest: HashMap<Vec<u8>, (u64, CachedRow)>,
+    /// The newest version this batch wrote per version prefix (commit ts, row cache row or `None`
+    /// when the cache would not keep it), for the newest-version index and, once committed, the
+    /// row cache.
+    newest: HashMap<Vec<u8>, (u64, Option<CachedRow>)>,
 }
 
 impl std::fmt::Debug for ApplyBatch<'_> {
@@ -171,7 +172,8 @@ impl ApplyBatch<'_> {
         };
         if newest.is_none_or(|ts| commit_ts >= ts) {
             self.inner.insert(&self.store.latest, prefix, latest::encode_ts(commit_ts));
-            self.newest.insert(prefix.to_vec(), (commit_ts, self.store.cache_row(opened, || stored.clone())));
+            let row = self.store.cache_row(prefix.len(), opened, stored.len(), || stored.clone());
+            self.newest.insert(prefix.to_vec(), (commit_ts, row));
         }
         Ok(())
     }
@@ -211,7 +213,11 @@ impl ApplyBatch<'_> {
         self.inner.durability(durability.mode()).commit()?;
         // Visible now: the next apply's metadata read and the next GET find these in the cache.
         for (prefix, (ts, row)) in self.newest.drain() {
-            self.store.rows.put(&prefix, Cached::Newest { ts, row });
+            match row {
+                Some(row) => self.store.rows.put(&prefix, Cached::Newest { ts, row }),
+                // Not kept: what was cached under the key is stale now.
+                None => self.store.rows.invalidate(&prefix),
+            }
         }
         self.store.max_ts.fetch_max(self.max_ts, Ordering::AcqRel);
         if self.activated {

@@ -182,6 +182,12 @@ impl RowCache {
         shard.insert(prefix, value, self.shard_budget);
     }
 
+    /// Whether an entry of this size would be kept, so a caller can skip building one that would
+    /// be refused (the cache is off, or the value is too big for its shard).
+    pub(crate) fn admits(&self, prefix_len: usize, value_len: usize) -> bool {
+        !self.shards.is_empty() && fits(prefix_len, value_len, self.shard_budget)
+    }
+
     /// A writer's drop after its commit, when it cannot say what the newest version now is.
     pub(crate) fn invalidate(&self, prefix: &[u8]) {
         let Some((_, mut shard)) = self.shard(prefix) else { return };
@@ -214,11 +220,17 @@ impl crate::store::Store {
     }
 }
 
+/// Whether an entry fits its shard: one entry may take at most a quarter of it, so a big value
+/// never evicts most of what is hot.
+fn fits(prefix_len: usize, value_len: usize, budget: usize) -> bool {
+    ENTRY_OVERHEAD + QUEUE_OVERHEAD + 2 * prefix_len + value_len <= budget / 4
+}
+
 impl Shard {
     fn insert(&mut self, prefix: &[u8], value: Cached, budget: usize) {
         let cost = ENTRY_OVERHEAD + prefix.len() + value.cost();
         let queued = QUEUE_OVERHEAD + prefix.len();
-        if cost + queued > budget / 4 {
+        if !fits(prefix.len(), value.cost(), budget) {
             // Too big to be worth what it would evict; what was cached under the key is stale now.
             self.remove(prefix);
             return;

@@ -274,10 +274,14 @@ impl Store {
                         let version = self.opened_version(&start, ts, &stored)?;
                         // A copy of `stored`: it may share a table block, which the cache must not pin.
                         let row = self.cache_row(
+                            prefix_len,
                             || version.value.as_ref().map(|(v, e)| (&v[..], *e)),
+                            stored.len(),
                             || fjall::Slice::from(&stored[..]),
                         );
-                        self.rows.fill(version_prefix(&start, prefix_len), ticket, Cached::Newest { ts, row });
+                        if let Some(row) = row {
+                            self.rows.fill(version_prefix(&start, prefix_len), ticket, Cached::Newest { ts, row });
+                        }
                         return Ok(Some(version));
                     }
                     key::set_ts(&mut start, read_ts);
@@ -306,17 +310,24 @@ impl Store {
         self.rows_sealed
     }
 
-    /// What the row cache keeps of a version: a copy of the opened value (`None` for a
-    /// tombstone), or the stored bytes when the cache is sealed. Only the one it keeps is built.
+    /// What the row cache keeps of a version under a `prefix_len`-byte prefix: a copy of the
+    /// opened value (`None` for a tombstone), or the `stored_len` stored bytes when the cache is
+    /// sealed. Only the one it keeps is built, and nothing when the cache would refuse it (off, or
+    /// too big): then `None`, and a writer drops what was cached under the key instead.
     pub(crate) fn cache_row<'v>(
         &self,
+        prefix_len: usize,
         opened: impl FnOnce() -> Option<(&'v [u8], u64)>,
+        stored_len: usize,
         stored: impl FnOnce() -> fjall::Slice,
-    ) -> CachedRow {
+    ) -> Option<CachedRow> {
         if self.rows_sealed {
-            CachedRow::Stored(stored())
-        } else {
-            CachedRow::Open(opened().map(|(v, e)| (fjall::Slice::from(v), e)))
+            return self.rows.admits(prefix_len, stored_len).then(|| CachedRow::Stored(stored()));
+        }
+        match opened() {
+            Some((v, _)) if !self.rows.admits(prefix_len, v.len()) => None,
+            None if !self.rows.admits(prefix_len, 0) => None,
+            value => Some(CachedRow::Open(value.map(|(v, e)| (fjall::Slice::from(v), e)))),
         }
     }
 

@@ -167,6 +167,32 @@ fn a_zero_budget_turns_the_cache_off() {
     assert_eq!((stats.hits, stats.bytes), (0, 0));
 }
 
+/// A value too big for its shard is never cached: writing one over a cached version drops that
+/// version (the cache must not answer the old value), and reading it leaves nothing behind.
+#[test]
+fn a_version_too_big_to_cache_replaces_the_cached_one_with_nothing() {
+    for sealed in [false, true] {
+        let dir = tempfile::tempdir().unwrap();
+        let keys = keystore();
+        // 16 shards of 16 KiB: one entry may take 4 KiB.
+        let store = open_with_cache(dir.path(), &keys, sealed, 256 << 10);
+        put(&store, 2, b"k", 10, b"small", 0);
+        assert_eq!(value_of(&store, b"k", u64::MAX), Some((10, Some(b"small".to_vec()))));
+        let bytes_small = store.row_cache_stats().bytes;
+        assert!(bytes_small > 0, "the small version is cached");
+        // Incompressible, so the stored bytes (what a sealed cache charges) are as big.
+        let big = sealkv_testkit::incompressible(9, 64 << 10);
+        put(&store, 3, b"k", 20, &big, 0);
+        // Only the removed entry's queue slot stays charged until eviction reaches it.
+        assert!(store.row_cache_stats().bytes < bytes_small, "sealed={sealed}: the stale version is gone");
+        let hits = store.row_cache_stats().hits;
+        for _ in 0..2 {
+            assert_eq!(value_of(&store, b"k", u64::MAX), Some((20, Some(big.clone()))), "sealed={sealed}");
+        }
+        assert_eq!(store.row_cache_stats().hits, hits, "sealed={sealed}: neither the write nor a read cached it");
+    }
+}
+
 /// A writer commits increasing versions of a few keys while readers read them: a read that
 /// starts after a commit returned must see that version or a newer one. A fill that ignored
 /// its ticket would put a version read before a commit back over the commit's update, and a
