@@ -243,6 +243,15 @@ pub fn parse_int(b: &[u8]) -> Result<i64, Fail> {
     int(b).ok_or(Fail::Reply(msg::NOT_INT.into()))
 }
 
+/// Parses a count that must not be negative: `message` when it is negative or not an integer
+/// (Redis answers both with one message that names the option).
+pub fn non_negative(b: &[u8], message: &str) -> Result<usize, Fail> {
+    match int(b) {
+        Some(n) if n >= 0 => Ok(n as usize),
+        _ => fail(message),
+    }
+}
+
 /// Parses an integer, `None` if it is not one.
 pub fn int(b: &[u8]) -> Option<i64> {
     if b.is_empty() || b.len() > 20 || b.first() == Some(&b'+') {

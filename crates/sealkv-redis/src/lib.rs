@@ -15,6 +15,7 @@ pub mod db;
 pub mod entry;
 pub mod keyspace;
 pub mod layout;
+pub mod longdouble;
 pub mod machine;
 pub mod reply;
 pub mod resp;

@@ -2,18 +2,17 @@
 
 use super::Args;
 use super::keys::{scan_elements, scan_opts};
-use crate::keyspace::{Ctx, Fail, Live, Res, count_of, fail, float, int, msg, parse_int, upper};
+use crate::keyspace::{Ctx, Fail, Live, Res, count_of, fail, int, msg, parse_int, upper};
 use crate::layout::{Kind, Meta};
-use crate::reply::{Reply, format_double};
+use crate::longdouble;
+use crate::reply::Reply;
 
 fn live_or_new(l: Option<Live>) -> Live {
     l.unwrap_or(Live { meta: Meta::Hash(0), expire: 0 })
 }
 
 pub(super) fn hset(ctx: &mut Ctx<'_>, a: &Args<'_>) -> Res {
-    if a.len() % 2 != 0 {
-        return fail(format!("ERR wrong number of arguments for '{}' command", a.name()));
-    }
+    super::pairs(a, 2)?;
     let key = a.get(1);
     let live = ctx.lookup_for_write(key, Some(Kind::Hash))?;
     let mut n = count_of(&live);
@@ -148,18 +147,19 @@ pub(super) fn hincrby(ctx: &mut Ctx<'_>, a: &Args<'_>) -> Res {
 
 pub(super) fn hincrbyfloat(ctx: &mut Ctx<'_>, a: &Args<'_>) -> Res {
     let (key, f) = (a.get(1), a.get(2));
-    let by = float(a.get(3)).ok_or(Fail::Reply(msg::NOT_FLOAT.into()))?;
+    // Redis's order: the increment, then the key's type, then the stored value.
+    let by = longdouble::parse(a.get(3)).ok_or(Fail::Reply(msg::NOT_FLOAT.into()))?;
+    if by == longdouble::Num::Infinite {
+        return fail("ERR value is NaN or Infinity");
+    }
     let live = ctx.lookup_for_write(key, Some(Kind::Hash))?;
     let cur = if live.is_some() { ctx.element(key, f)? } else { None };
     let base = match &cur {
-        Some(v) => float(v).ok_or(Fail::Reply("ERR hash value is not a float".into()))?,
-        None => 0.0,
+        Some(v) => longdouble::parse(v).ok_or(Fail::Reply("ERR hash value is not a float".into()))?,
+        None => longdouble::ZERO,
     };
-    let next = base + by;
-    if !next.is_finite() {
-        return fail("ERR increment would produce NaN or Infinity");
-    }
-    let text = format_double(next);
+    let next = longdouble::add(base, by).or_else(|_| fail("ERR increment would produce NaN or Infinity"))?;
+    let text = longdouble::format(next);
     write_field(ctx, key, live, f, cur.is_some(), text.as_bytes())?;
     Ok(Reply::bulk(text))
 }

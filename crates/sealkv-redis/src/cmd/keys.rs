@@ -31,7 +31,6 @@ pub(super) fn type_(ctx: &mut Ctx<'_>, a: &Args<'_>) -> Res {
 /// EXPIRE, PEXPIRE, EXPIREAT, PEXPIREAT.
 fn expire_generic(ctx: &mut Ctx<'_>, a: &Args<'_>, ms: bool, absolute: bool, cmd: &str) -> Res {
     let key = a.get(1);
-    let n = parse_int(a.get(2))?;
     let (mut nx, mut xx, mut gt, mut lt) = (false, false, false, false);
     for o in a.from(3) {
         match upper(o).as_slice() {
@@ -48,6 +47,8 @@ fn expire_generic(ctx: &mut Ctx<'_>, a: &Args<'_>, ms: bool, absolute: bool, cmd
     if gt && lt {
         return fail("ERR GT and LT options at the same time are not compatible");
     }
+    // The options are checked before the time, as Redis does.
+    let n = parse_int(a.get(2))?;
     let invalid = || Fail::Reply(format!("ERR invalid expire time in '{cmd}' command"));
     let delta = if ms { Some(n) } else { n.checked_mul(1000) };
     let base = if absolute { 0 } else { ctx.now() as i64 };

@@ -4,7 +4,7 @@
 
 use super::Args;
 use super::strings::range;
-use crate::keyspace::{Ctx, Fail, Live, Res, fail, msg, parse_int, upper};
+use crate::keyspace::{Ctx, Fail, Live, Res, fail, msg, non_negative, parse_int, upper};
 use crate::layout::{self, Kind, LIST_MID, Meta};
 use crate::reply::Reply;
 
@@ -140,8 +140,9 @@ fn position(live: &Live, i: i64) -> Option<u64> {
 }
 
 pub(super) fn lindex(ctx: &mut Ctx<'_>, a: &Args<'_>) -> Res {
-    let i = parse_int(a.get(2))?;
+    // The key before the index, as Redis: an absent key is nil whatever the index.
     let Some(live) = ctx.lookup_kind(a.get(1), Kind::List)? else { return Ok(Reply::Nil) };
+    let i = parse_int(a.get(2))?;
     match position(&live, i) {
         Some(p) => Ok(Reply::opt(elem(ctx, a.get(1), p)?)),
         None => Ok(Reply::Nil),
@@ -150,8 +151,8 @@ pub(super) fn lindex(ctx: &mut Ctx<'_>, a: &Args<'_>) -> Res {
 
 pub(super) fn lset(ctx: &mut Ctx<'_>, a: &Args<'_>) -> Res {
     let key = a.get(1);
-    let i = parse_int(a.get(2))?;
     let Some(live) = ctx.lookup_for_write(key, Some(Kind::List))? else { return fail(msg::NO_KEY) };
+    let i = parse_int(a.get(2))?;
     let Some(p) = position(&live, i) else { return fail(msg::RANGE) };
     ctx.put_element(key, &p.to_be_bytes(), a.get(3))?;
     ctx.save(key, &live.meta, live.expire, live.expire)?;
@@ -242,18 +243,20 @@ pub(super) fn lpos(ctx: &mut Ctx<'_>, a: &Args<'_>) -> Res {
         if i + 1 >= a.len() {
             return fail(msg::SYNTAX);
         }
-        let v = parse_int(a.get(i + 1))?;
+        // Redis names the option in the error: a COUNT or MAXLEN that is not a number "can't be
+        // negative", and an unknown option is a syntax error whatever follows it.
+        let v = a.get(i + 1);
         match upper(a.get(i)).as_slice() {
-            b"RANK" if v == 0 || v == i64::MIN => {
-                return fail(
-                    "ERR RANK can't be zero: use 1 to start from the first match, 2 from the second ... or use negative to start from the end of the list",
-                );
-            }
-            b"RANK" => rank = v,
-            b"COUNT" if v < 0 => return fail("ERR COUNT can't be negative"),
-            b"COUNT" => count = Some(v as usize),
-            b"MAXLEN" if v < 0 => return fail("ERR MAXLEN can't be negative"),
-            b"MAXLEN" => maxlen = v as usize,
+            b"RANK" => match parse_int(v)? {
+                0 | i64::MIN => {
+                    return fail(
+                        "ERR RANK can't be zero: use 1 to start from the first match, 2 from the second ... or use negative to start from the end of the list",
+                    );
+                }
+                r => rank = r,
+            },
+            b"COUNT" => count = Some(non_negative(v, "ERR COUNT can't be negative")?),
+            b"MAXLEN" => maxlen = non_negative(v, "ERR MAXLEN can't be negative")?,
             _ => return fail(msg::SYNTAX),
         }
         i += 2;

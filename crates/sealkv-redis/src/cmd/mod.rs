@@ -45,10 +45,7 @@ impl<'a> Args<'a> {
     pub fn pop_count(&self, i: usize) -> Result<Option<usize>, Fail> {
         match self.from(i) {
             [] => Ok(None),
-            [c] => match crate::keyspace::parse_int(c)? {
-                n if n < 0 => crate::keyspace::fail(crate::keyspace::msg::NOT_POSITIVE),
-                n => Ok(Some(n as usize)),
-            },
+            [c] => crate::keyspace::non_negative(c, crate::keyspace::msg::NOT_POSITIVE).map(Some),
             _ => crate::keyspace::fail(crate::keyspace::msg::SYNTAX),
         }
     }
@@ -300,7 +297,22 @@ pub fn unknown(args: &[Vec<u8>]) -> Reply {
 
 /// Redis's reply to a wrong argument count.
 pub fn wrong_arity(name: &str) -> Reply {
-    Reply::err(format!("ERR wrong number of arguments for '{}' command", name.to_ascii_lowercase()))
+    Reply::err(wrong_arity_message(name))
+}
+
+/// The text of that reply; Redis names the command in lowercase, whatever case it was sent in.
+fn wrong_arity_message(name: &str) -> String {
+    format!("ERR wrong number of arguments for '{}' command", name.to_ascii_lowercase())
+}
+
+/// Checks that the arguments from `from` on come in pairs (MSET, HSET). Redis checks this when
+/// the command runs, not when it is queued, so inside MULTI an odd count fails that command
+/// alone instead of aborting the transaction.
+fn pairs(a: &Args<'_>, from: usize) -> Result<(), Fail> {
+    if a.len().saturating_sub(from) % 2 != 0 {
+        return crate::keyspace::fail(wrong_arity_message(&a.name()));
+    }
+    Ok(())
 }
 
 /// Checks a client command before it is queued or sent: unknown, internal, connection-level

@@ -4,7 +4,7 @@ use std::collections::BTreeSet;
 
 use super::Args;
 use super::keys::{scan_elements, scan_opts};
-use crate::keyspace::{Ctx, Fail, Res, count_of, fail, msg, parse_int, upper};
+use crate::keyspace::{Ctx, Fail, Res, count_of, fail, msg, non_negative, parse_int, upper};
 use crate::layout::{Kind, Meta};
 use crate::reply::Reply;
 
@@ -118,12 +118,9 @@ fn count_arg(a: &Args<'_>) -> Result<Option<i64>, Fail> {
 
 pub(super) fn spop(ctx: &mut Ctx<'_>, a: &Args<'_>) -> Res {
     let key = a.get(1);
-    let count = count_arg(a)?;
-    if count.is_some_and(|c| c < 0) {
-        return fail(msg::NOT_POSITIVE);
-    }
+    let count = a.pop_count(2)?;
     let all = members(ctx, key)?;
-    let picks = random_picks(ctx, all.len(), Some(count.unwrap_or(1))).unwrap_or_default();
+    let picks = random_picks(ctx, all.len(), Some(count.unwrap_or(1) as i64)).unwrap_or_default();
     let chosen: Vec<Vec<u8>> = picks.into_iter().filter_map(|i| all.get(i).cloned()).collect();
     rem(ctx, key, &chosen)?;
     Ok(match count {
@@ -149,9 +146,13 @@ pub(super) fn srandmember(ctx: &mut Ctx<'_>, a: &Args<'_>) -> Res {
 
 pub(super) fn smove(ctx: &mut Ctx<'_>, a: &Args<'_>) -> Res {
     let (src, dst, m) = (a.get(1), a.get(2), a.get(3));
-    let s = ctx.lookup_for_write(src, Some(Kind::Set))?;
+    // As in Redis: an absent source answers 0 before either type is checked.
+    let Some(s) = ctx.lookup_for_write(src, None)? else { return Ok(Reply::Int(0)) };
+    if s.meta.kind() != Kind::Set {
+        return fail(msg::WRONGTYPE);
+    }
     ctx.lookup_for_write(dst, Some(Kind::Set))?;
-    if s.is_none() || ctx.element(src, m)?.is_none() {
+    if ctx.element(src, m)?.is_none() {
         return Ok(Reply::Int(0));
     }
     if src != dst {
@@ -220,25 +221,18 @@ pub(super) fn sdiffstore(ctx: &mut Ctx<'_>, a: &Args<'_>) -> Res {
 }
 
 pub(super) fn sintercard(ctx: &mut Ctx<'_>, a: &Args<'_>) -> Res {
-    let n = parse_int(a.get(1))?;
-    if n <= 0 {
-        return fail("ERR numkeys should be greater than 0");
-    }
+    let n = match non_negative(a.get(1), "ERR numkeys should be greater than 0")? {
+        0 => return fail("ERR numkeys should be greater than 0"),
+        n => n,
+    };
     let keys = a.from(2);
-    let n = n as usize;
     if keys.len() < n {
         return fail("ERR Number of keys can't be greater than number of args");
     }
     let (keys, rest) = keys.split_at(n);
     let limit = match rest {
         [] => 0,
-        [o, l] if upper(o) == b"LIMIT" => {
-            let l = parse_int(l)?;
-            if l < 0 {
-                return fail("ERR LIMIT can't be negative");
-            }
-            l as usize
-        }
+        [o, l] if upper(o) == b"LIMIT" => non_negative(l, "ERR LIMIT can't be negative")?,
         _ => return fail(msg::SYNTAX),
     };
     let card = combine(ctx, keys, Op::Inter)?.len();

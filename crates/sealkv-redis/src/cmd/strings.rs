@@ -2,9 +2,10 @@
 //! store's expiry, so a GET is one point read.
 
 use super::Args;
-use crate::keyspace::{Ctx, Fail, Live, Res, fail, float, int, msg, parse_int, upper};
+use crate::keyspace::{Ctx, Fail, Live, Res, fail, int, msg, parse_int, upper};
 use crate::layout::{Kind, Meta};
-use crate::reply::{Reply, format_double};
+use crate::longdouble;
+use crate::reply::Reply;
 
 /// The largest string SETRANGE/APPEND may build (Redis `proto-max-bulk-len`).
 const MAX_STRING: usize = 512 << 20;
@@ -55,6 +56,12 @@ fn expire_at(ctx: &Ctx<'_>, opt: &[u8], v: &[u8], cmd: &str) -> Result<u64, Fail
     at.filter(|t| *t > 0).map(|t| t as u64).ok_or_else(invalid)
 }
 
+/// Whether an expiry option may follow the one already given (SET, GETEX): Redis accepts the same
+/// unit again, the last value winning, and refuses a second unit.
+fn same_unit(given: &Option<(Vec<u8>, Vec<u8>)>, opt: &[u8]) -> bool {
+    given.as_ref().is_none_or(|(o, _)| o == opt)
+}
+
 pub(super) fn set(ctx: &mut Ctx<'_>, a: &Args<'_>) -> Res {
     let (key, value) = (a.get(1), a.get(2));
     let (mut nx, mut xx, mut want_get, mut keepttl) = (false, false, false, false);
@@ -67,7 +74,7 @@ pub(super) fn set(ctx: &mut Ctx<'_>, a: &Args<'_>) -> Res {
             b"XX" if !nx => xx = true,
             b"GET" => want_get = true,
             b"KEEPTTL" if expiry.is_none() => keepttl = true,
-            b"EX" | b"PX" | b"EXAT" | b"PXAT" if expiry.is_none() && !keepttl && i + 1 < a.len() => {
+            b"EX" | b"PX" | b"EXAT" | b"PXAT" if !keepttl && same_unit(&expiry, &opt) && i + 1 < a.len() => {
                 expiry = Some((opt.clone(), a.get(i + 1).to_vec()));
                 i += 1;
             }
@@ -134,21 +141,29 @@ pub(super) fn getdel(ctx: &mut Ctx<'_>, a: &Args<'_>) -> Res {
 
 pub(super) fn getex(ctx: &mut Ctx<'_>, a: &Args<'_>) -> Res {
     let key = a.get(1);
-    let mut new_expire: Option<u64> = None;
+    let mut persist = false;
+    let mut expiry: Option<(Vec<u8>, Vec<u8>)> = None;
     let mut i = 2;
     while i < a.len() {
         let opt = upper(a.get(i));
         match opt.as_slice() {
-            b"PERSIST" if new_expire.is_none() => new_expire = Some(0),
-            b"EX" | b"PX" | b"EXAT" | b"PXAT" if new_expire.is_none() && i + 1 < a.len() => {
-                new_expire = Some(expire_at(ctx, &opt, a.get(i + 1), "getex")?);
+            b"PERSIST" if expiry.is_none() => persist = true,
+            b"EX" | b"PX" | b"EXAT" | b"PXAT" if !persist && same_unit(&expiry, &opt) && i + 1 < a.len() => {
+                expiry = Some((opt.clone(), a.get(i + 1).to_vec()));
                 i += 1;
             }
             _ => return fail(msg::SYNTAX),
         }
         i += 1;
     }
+    // As in Redis: a syntax error first, then an absent key (nil) or another type, and only then
+    // a bad expiry time.
     let Some(live) = ctx.lookup_for_write(key, Some(Kind::String))? else { return Ok(Reply::Nil) };
+    let new_expire = match &expiry {
+        Some((o, v)) => Some(expire_at(ctx, o, v, "getex")?),
+        None if persist => Some(0),
+        None => None,
+    };
     if let Some(e) = new_expire
         && e != live.expire
     {
@@ -167,15 +182,8 @@ pub(super) fn mget(ctx: &mut Ctx<'_>, a: &Args<'_>) -> Res {
     Ok(Reply::Array(out))
 }
 
-fn pairs_arity(a: &Args<'_>, cmd: &str) -> Result<(), Fail> {
-    if a.len() % 2 == 0 {
-        return fail(format!("ERR wrong number of arguments for '{cmd}' command"));
-    }
-    Ok(())
-}
-
 pub(super) fn mset(ctx: &mut Ctx<'_>, a: &Args<'_>) -> Res {
-    pairs_arity(a, "mset")?;
+    super::pairs(a, 1)?;
     for kv in a.from(1).chunks_exact(2) {
         if let [k, v] = kv {
             let old = ctx.lookup_for_write(k, None)?;
@@ -186,7 +194,7 @@ pub(super) fn mset(ctx: &mut Ctx<'_>, a: &Args<'_>) -> Res {
 }
 
 pub(super) fn msetnx(ctx: &mut Ctx<'_>, a: &Args<'_>) -> Res {
-    pairs_arity(a, "msetnx")?;
+    super::pairs(a, 1)?;
     for kv in a.from(1).chunks_exact(2) {
         if let Some(k) = kv.first()
             && ctx.lookup_for_write(k, None)?.is_some()
@@ -233,17 +241,15 @@ pub(super) fn decrby(ctx: &mut Ctx<'_>, a: &Args<'_>) -> Res {
 
 pub(super) fn incrbyfloat(ctx: &mut Ctx<'_>, a: &Args<'_>) -> Res {
     let key = a.get(1);
-    let by = float(a.get(2)).ok_or(Fail::Reply(msg::NOT_FLOAT.into()))?;
+    // Redis checks the key's type and value before the increment.
     let live = ctx.lookup_for_write(key, Some(Kind::String))?;
     let cur = match string_of(live.clone()) {
-        Some((v, _)) => float(&v).ok_or(Fail::Reply(msg::NOT_FLOAT.into()))?,
-        None => 0.0,
+        Some((v, _)) => longdouble::parse(&v).ok_or(Fail::Reply(msg::NOT_FLOAT.into()))?,
+        None => longdouble::ZERO,
     };
-    let next = cur + by;
-    if !next.is_finite() {
-        return fail("ERR increment would produce NaN or Infinity");
-    }
-    let text = format_double(next).into_bytes();
+    let by = longdouble::parse(a.get(2)).ok_or(Fail::Reply(msg::NOT_FLOAT.into()))?;
+    let next = longdouble::add(cur, by).or_else(|_| fail("ERR increment would produce NaN or Infinity"))?;
+    let text = longdouble::format(next).into_bytes();
     let expire = live.as_ref().map_or(0, |l| l.expire);
     ctx.save(key, &Meta::String(text.clone()), expire, expire)?;
     Ok(Reply::Bulk(text))
@@ -274,10 +280,23 @@ pub fn range(start: i64, end: i64, len: usize) -> Option<(usize, usize)> {
     (s <= e && s < len && len > 0).then_some((s as usize, e as usize))
 }
 
+/// GETRANGE's own normalization, as Redis 7.0 has it: unlike LRANGE's, an end that falls before
+/// the string's start is clamped to its first byte (`GETRANGE k 0 -100` is the first byte), and
+/// only two negative indexes with start > end give the empty string.
+fn byte_range(start: i64, end: i64, len: usize) -> Option<(usize, usize)> {
+    let len = len as i64;
+    if start < 0 && end < 0 && start > end {
+        return None;
+    }
+    let s = (if start < 0 { len + start } else { start }).max(0);
+    let e = (if end < 0 { len + end } else { end }).max(0).min(len - 1);
+    (len > 0 && s <= e).then_some((s as usize, e as usize))
+}
+
 pub(super) fn getrange(ctx: &mut Ctx<'_>, a: &Args<'_>) -> Res {
     let (start, end) = (parse_int(a.get(2))?, parse_int(a.get(3))?);
     let v = get_string(ctx, a.get(1))?.map(|(v, _)| v).unwrap_or_default();
-    Ok(Reply::Bulk(match range(start, end, v.len()) {
+    Ok(Reply::Bulk(match byte_range(start, end, v.len()) {
         Some((s, e)) => v.get(s..=e).unwrap_or_default().to_vec(),
         None => Vec::new(),
     }))

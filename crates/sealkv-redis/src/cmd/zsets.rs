@@ -174,34 +174,22 @@ struct RangeSpec {
 
 /// The members a range selects, in reply order. `lo`/`hi` are in ascending order already.
 fn select(ctx: &Ctx<'_>, key: &[u8], lo: &[u8], hi: &[u8], spec: &RangeSpec) -> Result<Vec<(Vec<u8>, f64)>, Fail> {
-    let Some(live) = ctx.lookup_kind(key, Kind::ZSet)? else {
-        // Bounds are still validated for an absent key, as Redis does.
-        match spec.by {
-            By::Score => {
-                score_bound(lo)?;
-                score_bound(hi)?;
-            }
-            By::Lex => {
-                lex_bound(lo)?;
-                lex_bound(hi)?;
-            }
-            By::Rank => {
-                parse_int(lo)?;
-                parse_int(hi)?;
-            }
-        }
-        return Ok(Vec::new());
+    // Bounds are parsed before the key is looked up, as Redis does: a bad bound is an error
+    // whether the key is absent, a sorted set or of another type.
+    let bounds = match spec.by {
+        By::Rank => Bounds::Rank(parse_int(lo)?, parse_int(hi)?),
+        By::Score => Bounds::Score(score_bound(lo)?, score_bound(hi)?),
+        By::Lex => Bounds::Lex(lex_bound(lo)?, lex_bound(hi)?),
     };
-    let mut out = match spec.by {
-        By::Rank => {
-            let (s, e) = (parse_int(lo)?, parse_int(hi)?);
+    let Some(live) = ctx.lookup_kind(key, Kind::ZSet)? else { return Ok(Vec::new()) };
+    let mut out = match bounds {
+        Bounds::Rank(s, e) => {
             let Some((s, e)) = range(s, e, live.count() as usize) else { return Ok(Vec::new()) };
             let (l, h) = whole_index(key);
             walk(ctx, key, l, h, spec.rev).skip(s).take(e - s + 1).collect::<Result<Vec<_>, _>>()?
         }
-        By::Score => by_score(ctx, key, score_bound(lo)?, score_bound(hi)?, spec.rev)?,
-        By::Lex => {
-            let (min, max) = (lex_bound(lo)?, lex_bound(hi)?);
+        Bounds::Score(min, max) => by_score(ctx, key, min, max, spec.rev)?,
+        Bounds::Lex(min, max) => {
             let (l, h) = whole_index(key);
             walk(ctx, key, l, h, spec.rev)
                 .filter(|r| r.as_ref().map_or(true, |(m, _)| lex_ok(m, &min, &max)))
@@ -216,6 +204,13 @@ fn select(ctx: &Ctx<'_>, key: &[u8], lo: &[u8], hi: &[u8], spec: &RangeSpec) -> 
         out = if count < 0 { it.collect() } else { it.take(count as usize).collect() };
     }
     Ok(out)
+}
+
+/// A parsed range of ZRANGE and its relatives.
+enum Bounds {
+    Rank(i64, i64),
+    Score(ScoreBound, ScoreBound),
+    Lex(Lex, Lex),
 }
 
 fn members_reply(items: Vec<(Vec<u8>, f64)>, withscores: bool) -> Reply {
