@@ -109,6 +109,7 @@ def gen(r):
         lambda: [b"RENAMENX", K, k(r)],
         lambda: [b"COPY", K, k(r)] + r.choice([[], [b"REPLACE"], [b"DB", b"0"]]),
         lambda: [b"DBSIZE"],
+        lambda: r.choice([[b"PING"], [b"ECHO", V], [b"SELECT", b"0"]]),
         lambda: [b"KEYS", r.choice([b"*", b"a*", b"[ab]", b"?"])],
         lambda: [b"SCAN", b"0", b"COUNT", b"1000"] + r.choice([[], [b"MATCH", b"[a-c]"], [b"TYPE", r.choice([b"string", b"list", b"hash", b"set", b"zset"])]]),
         lambda: [b"RANDOMKEY"],
@@ -231,37 +232,50 @@ def run(cli, cmd):
         return e
 
 
-def transaction(cli, cmds):
-    p = cli.pipeline(transaction=True)
-    for c in cmds:
-        p.execute_command(*c)
-    try:
-        return p.execute(raise_on_error=False)
-    except redis.ResponseError as e:
-        return e
+def transaction(cli, steps):
+    """Runs `steps` (WATCH, commands between, MULTI, the queued commands, EXEC) one by one on
+    one connection; every reply, EXEC's last."""
+    return [run(cli, c) for c in steps]
 
 
-def norm_transaction(cmds, x):
-    if isinstance(x, redis.ResponseError):
-        return ("ERR", str(x))
-    return [norm(c, y) for c, y in zip(cmds, x)]
+def transaction_steps(r):
+    """A transaction: sometimes a WATCH of a key followed by a command outside the transaction
+    that may or may not modify it (EXEC must then abort exactly when Redis aborts), then MULTI,
+    one to three queued commands (connection commands such as PING among them), EXEC."""
+    steps = []
+    if r.randrange(2):
+        steps += [[b"WATCH", k(r)], gen(r)]
+    steps.append([b"MULTI"])
+    steps += [gen(r) for _ in range(r.randrange(1, 4))]
+    steps.append([b"EXEC"])
+    return steps
+
+
+def norm_transaction(steps, replies):
+    out = [norm(c, x) for c, x in zip(steps[:-1], replies[:-1])]
+    queued = steps[steps.index([b"MULTI"]) + 1:-1]
+    last = replies[-1]
+    out.append([norm(c, x) for c, x in zip(queued, last)] if isinstance(last, list) else norm([b"EXEC"], last))
+    return out
 
 
 class Differential(unittest.TestCase):
     def replay(self, seed, count, node, protocol=2):
-        """Runs `count` random commands (one in twenty steps a MULTI/EXEC of one to three) on
+        """Runs `count` random commands (one in twenty steps a transaction, see
+        `transaction_steps`) on
         redis-server and on sealkv node `node`, failing at the first reply that differs."""
         r = random.Random(seed)
-        ours = DEV.client(node, protocol=protocol)
-        theirs = redis.Redis(port=REDIS.port, socket_timeout=30, protocol=protocol)
+        # One connection each: WATCH and MULTI are per connection.
+        ours = DEV.client(node, protocol=protocol, single_connection_client=True)
+        theirs = redis.Redis(port=REDIS.port, socket_timeout=30, protocol=protocol, single_connection_client=True)
         ours.flushall()
         theirs.flushall()
         history = []
         for _ in range(count):
             if r.randrange(20) == 0:
-                cmds = [gen(r) for _ in range(r.randrange(1, 4))]
-                history.append(["MULTI"] + cmds + ["EXEC"])
-                x, y = norm_transaction(cmds, transaction(theirs, cmds)), norm_transaction(cmds, transaction(ours, cmds))
+                steps = transaction_steps(r)
+                history.append(steps)
+                x, y = norm_transaction(steps, transaction(theirs, steps)), norm_transaction(steps, transaction(ours, steps))
             else:
                 cmd = gen(r)
                 history.append(cmd)
@@ -302,6 +316,36 @@ class Differential(unittest.TestCase):
             cmd = [w.encode() for w in line.split()]
             x, y = norm(cmd, run(theirs, cmd)), norm(cmd, run(ours, cmd))
             self.assertEqual(x, y, f"{line}: redis-server {REDIS.version} answers {x!r}, sealkv {y!r}")
+
+    def test_watch_sees_exactly_the_writes_redis_counts_as_modifications(self):
+        """After WATCH k, a command on k; EXEC must abort exactly when Redis's does. A write that
+        changes nothing (SREM of a non-member, ZADD of the same score, LPOP 0) does not abort;
+        one that rewrites the same value (SET, HSET, LTRIM 0 -1) does."""
+        setup = [["SADD", "s", "a"], ["HSET", "h", "f", "v"], ["ZADD", "z", "1", "m"], ["RPUSH", "l", "a", "b"],
+                 ["SET", "str", "v"], ["SET", "n", "5"]]
+        probes = [
+            ["SREM", "s", "zz"], ["HDEL", "h", "zz"], ["ZREM", "z", "zz"], ["LREM", "l", "0", "zz"],
+            ["ZREMRANGEBYSCORE", "z", "5", "6"], ["ZREMRANGEBYRANK", "z", "5", "6"], ["SADD", "s", "a"],
+            ["ZADD", "z", "1", "m"], ["ZADD", "z", "NX", "2", "m"], ["ZADD", "z", "GT", "0", "m"], ["ZINCRBY", "z", "0", "m"],
+            ["HSET", "h", "f", "v"], ["HSETNX", "h", "f", "x"], ["PERSIST", "str"], ["EXPIRE", "str", "100", "XX"],
+            ["LTRIM", "l", "0", "-1"], ["LSET", "l", "0", "a"], ["SETRANGE", "str", "0", ""], ["APPEND", "str", ""],
+            ["INCRBY", "n", "0"], ["SET", "str", "v"], ["SET", "str", "x", "NX"], ["MSETNX", "str", "x", "q", "y"],
+            ["RENAMENX", "str", "n"], ["SMOVE", "s", "s2", "zz"], ["SINTERSTORE", "s", "nokey"], ["GETEX", "str", "PERSIST"],
+            ["HINCRBY", "h", "g", "0"], ["LMOVE", "l", "l", "LEFT", "RIGHT"], ["SPOP", "s", "0"], ["LPOP", "l", "0"],
+            ["ZPOPMIN", "z", "0"], ["EXPIRE", "str", "100", "GT"], ["LINSERT", "l", "BEFORE", "zz", "x"],
+        ]
+        ours = DEV.client(0, single_connection_client=True)
+        theirs = redis.Redis(port=REDIS.port, socket_timeout=30, single_connection_client=True)
+        for probe in probes:
+            outcomes = []
+            for cli in (theirs, ours):
+                cli.flushall()
+                for c in setup:
+                    cli.execute_command(*c)
+                steps = [["WATCH", probe[1]], probe, ["MULTI"], ["PING"], ["EXEC"]]
+                outcomes.append(norm_transaction([[w.encode() for w in c] for c in steps],
+                                                 transaction(cli, steps)))
+            self.assertEqual(outcomes[0], outcomes[1], f"{probe}: redis-server {REDIS.version}, then sealkv")
 
 
 if __name__ == "__main__":

@@ -61,7 +61,10 @@ fn pop(ctx: &mut Ctx<'_>, key: &[u8], n: usize, left: bool) -> Result<Option<Vec
         }
         out.push(v);
     }
-    ctx.save_or_remove(key, Meta::List { head, tail }, &live)?;
+    // Popping nothing (a count of 0) is no modification: WATCH stays valid, as in Redis.
+    if !out.is_empty() {
+        ctx.save_or_remove(key, Meta::List { head, tail }, &live)?;
+    }
     Ok(Some(out))
 }
 

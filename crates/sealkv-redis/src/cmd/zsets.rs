@@ -341,7 +341,9 @@ pub(super) fn zadd(ctx: &mut Ctx<'_>, a: &Args<'_>) -> Res {
         }
         incr_result = Some(new);
     }
-    if n > 0 {
+    // Only a change rewrites the meta record: its version is what WATCH compares, and Redis
+    // does not count a ZADD that changed nothing as a modification.
+    if added + changed > 0 {
         let expire = live.as_ref().map_or(0, |l| l.expire);
         ctx.save(key, &Meta::ZSet(n), expire, expire)?;
     }
@@ -362,15 +364,22 @@ pub(super) fn zincrby(ctx: &mut Ctx<'_>, a: &Args<'_>) -> Res {
     if new.is_nan() {
         return fail("ERR resulting score is not a number (NaN)");
     }
-    put_member(ctx, key, m, new, old)?;
-    let n = count_of(&live) + u64::from(old.is_none());
-    let expire = live.as_ref().map_or(0, |l| l.expire);
-    ctx.save(key, &Meta::ZSet(n), expire, expire)?;
+    // An increment that leaves the score as it was is no modification (WATCH stays valid).
+    if old != Some(new) {
+        put_member(ctx, key, m, new, old)?;
+        let n = count_of(&live) + u64::from(old.is_none());
+        let expire = live.as_ref().map_or(0, |l| l.expire);
+        ctx.save(key, &Meta::ZSet(n), expire, expire)?;
+    }
     Ok(Reply::Double(new))
 }
 
-/// Removes members (with known scores); saves or removes the key.
+/// Removes members (with known scores); saves or removes the key. Removing none writes nothing
+/// (Redis does not count it as a modification, so WATCH stays valid).
 fn remove_members(ctx: &mut Ctx<'_>, key: &[u8], live: &Live, gone: &[(Vec<u8>, f64)]) -> Result<(), Fail> {
+    if gone.is_empty() {
+        return Ok(());
+    }
     for (m, s) in gone {
         del_member(ctx, key, m, *s)?;
     }

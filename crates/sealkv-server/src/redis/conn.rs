@@ -131,11 +131,19 @@ pub async fn serve(fe: Arc<Frontend>, listener: TcpListener) {
     }
 }
 
+/// A command queued by MULTI, run at EXEC in its place.
+enum Queued {
+    /// A data command: all of them go to the leader in one Raft entry.
+    Data(Vec<Vec<u8>>),
+    /// A connection command (PING, ECHO, SELECT, CLIENT, INFO, …), answered by this node.
+    Local(Vec<Vec<u8>>),
+}
+
 /// Per-connection protocol state.
 pub(crate) struct State {
     pub(crate) resp3: bool,
     pub(crate) authed: bool,
-    multi: Option<Vec<Vec<Vec<u8>>>>,
+    multi: Option<Vec<Queued>>,
     multi_failed: bool,
     watches: Vec<(Vec<u8>, u64)>,
     pub(crate) quit: bool,
@@ -260,13 +268,14 @@ async fn answer(
                     st.multi_failed = true;
                     r.write_to(out, st.resp3);
                 }
+                // Connection commands are queued too, as Redis queues them, and answered at EXEC
+                // in their place among the data commands' replies.
                 Ok(spec) if spec.class == Class::Conn => {
-                    // Connection commands inside MULTI are answered now (Redis queues a few of
-                    // them; none of ours change data).
-                    queue_conn_refusal(spec.name).write_to(out, st.resp3);
+                    queue.push(Queued::Local(args));
+                    Reply::Simple("QUEUED".into()).write_to(out, st.resp3);
                 }
                 Ok(_) => {
-                    queue.push(args);
+                    queue.push(Queued::Data(args));
                     Reply::Simple("QUEUED".into()).write_to(out, st.resp3);
                 }
             }
@@ -319,10 +328,6 @@ async fn answer(
     }
 }
 
-fn queue_conn_refusal(name: &str) -> Reply {
-    Reply::err(format!("ERR Command '{name}' is not allowed inside a transaction on sealkv"))
-}
-
 /// Runs a connection-level command.
 async fn connection_command(fe: &Frontend, st: &mut State, args: &[Vec<u8>]) -> Reply {
     let name = args.first().map(|n| n.to_ascii_lowercase()).unwrap_or_default();
@@ -349,11 +354,38 @@ async fn connection_command(fe: &Frontend, st: &mut State, args: &[Vec<u8>]) -> 
                 st.multi_failed = false;
                 return Reply::err("EXECABORT Transaction discarded because of previous errors.");
             }
-            let group = Group { watches, cmds: queued, exec: true };
-            match route(&fe.app.redis, true, vec![group]).await {
-                Ok(mut r) => r.pop().unwrap_or(Reply::NilArray),
-                Err(e) => error_reply(&e),
+            // The data commands go to the leader as one entry (even none: the watches are
+            // checked there); the connection commands' replies are slotted in between.
+            let mut cmds = Vec::new();
+            let mut slots = Vec::with_capacity(queued.len());
+            for q in queued {
+                match q {
+                    Queued::Data(a) => {
+                        cmds.push(a);
+                        slots.push(None);
+                    }
+                    Queued::Local(a) => slots.push(Some(a)),
+                }
             }
+            let group = Group { watches, cmds, exec: true };
+            let replies = match route(&fe.app.redis, true, vec![group]).await {
+                Ok(mut r) => match r.pop() {
+                    Some(Reply::Array(replies)) => replies,
+                    // A watched key changed (nil), or the entry failed as a whole.
+                    other => return other.unwrap_or(Reply::NilArray),
+                },
+                Err(e) => return error_reply(&e),
+            };
+            let mut data = replies.into_iter();
+            let mut out = Vec::with_capacity(slots.len());
+            for slot in slots {
+                out.push(match slot {
+                    None => data.next().unwrap_or(Reply::Nil),
+                    Some(a) if is(&a, &["unwatch"]) => Reply::Ok,
+                    Some(a) => info::server_command(fe, st, &a).await,
+                });
+            }
+            Reply::Array(out)
         }
         b"watch" => {
             if st.multi.is_some() {
