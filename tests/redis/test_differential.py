@@ -347,6 +347,24 @@ class Differential(unittest.TestCase):
                                                  transaction(cli, steps)))
             self.assertEqual(outcomes[0], outcomes[1], f"{probe}: redis-server {REDIS.version}, then sealkv")
 
+    def test_glob_patterns_match_as_in_redis(self):
+        """KEYS with every kind of glob, odd ones included (open classes, ranges that swallow the
+        closing bracket, escapes at the end)."""
+        keys = [b"a", b"b", b"ab", b"a*b", b"a?b", b"a[b", b"a\\b", b"h-llo", b"hallo", b"hello", b"h^llo",
+                b"\xff\x00", b"", b"]", b"-", b"A", b"_"]
+        patterns = [b"*", b"a*", b"a\\*b", b"a?b", b"a[*]b", b"a[\\[]b", b"h[^e]llo", b"h[!e]llo", b"h[a-e]llo",
+                    b"h[e-a]llo", b"h[-]llo", b"h[a-]llo", b"a\\\\b", b"[", b"[]", b"[]]", b"a[", b"\\", b"*\\",
+                    b"h*o", b"h**o", b"?", b"[a-z]", b"[A-Z]", b"*[", b"[^]", b"[\\]]", b"a[b", b"a\\[b", b"\xff*",
+                    b"[a-]", b"[-a]", b"[^a-z]", b"[a\\", b"a[b-"]
+        ours = DEV.client(0)
+        theirs = redis.Redis(port=REDIS.port, socket_timeout=30)
+        for cli in (ours, theirs):
+            cli.flushall()
+            for key in keys:
+                cli.set(key, b"1")
+        for p in patterns:
+            self.assertEqual(sorted(theirs.keys(p)), sorted(ours.keys(p)), f"KEYS {p!r}: redis-server, then sealkv")
+
 
 if __name__ == "__main__":
     unittest.main()

@@ -327,6 +327,9 @@ pub fn glob(pattern: &[u8], s: &[u8]) -> bool {
 }
 
 /// Matches a `[...]` class at `p` against `c`: the pattern index after it if it matches.
+/// Follows Redis's `stringmatchlen` byte for byte, quirks included: `x-y` is a range whenever two
+/// more bytes follow `x` (so in `[a-]` the `]` ends a range, not the class), and a class left open
+/// runs to the end of the pattern.
 fn class(pattern: &[u8], p: usize, c: u8) -> Option<usize> {
     let mut j = p + 1;
     let negate = pattern.get(j) == Some(&b'^');
@@ -335,29 +338,29 @@ fn class(pattern: &[u8], p: usize, c: u8) -> Option<usize> {
     }
     let mut hit = false;
     loop {
+        let rest = pattern.len().saturating_sub(j);
         match pattern.get(j) {
-            None => break,
-            Some(b']') => {
+            Some(b'\\') if rest >= 2 => {
                 j += 1;
+                hit |= pattern.get(j) == Some(&c);
+            }
+            Some(b']') => break,
+            None => {
+                // Open to the end: step back so the step past the class lands at the end.
+                j -= 1;
                 break;
             }
-            Some(b'\\') => {
-                hit |= pattern.get(j + 1) == Some(&c);
-                j += 2;
-            }
-            Some(&a) if pattern.get(j + 1) == Some(&b'-') && pattern.get(j + 2).is_some_and(|b| *b != b']') => {
+            Some(&a) if rest >= 3 && pattern.get(j + 1) == Some(&b'-') => {
                 let b = pattern.get(j + 2).copied().unwrap_or(a);
                 let (lo, hi) = if a <= b { (a, b) } else { (b, a) };
                 hit |= (lo..=hi).contains(&c);
-                j += 3;
+                j += 2;
             }
-            Some(&a) => {
-                hit |= a == c;
-                j += 1;
-            }
+            Some(&a) => hit |= a == c,
         }
+        j += 1;
     }
-    (hit != negate).then_some(j)
+    (hit != negate).then_some(j + 1)
 }
 
 #[cfg(test)]
@@ -373,6 +376,12 @@ mod tests {
         assert!(!glob(b"h[^e]llo", b"hello"));
         assert!(glob(b"h[a-b]llo", b"hbllo"));
         assert!(glob(b"user:*:name", b"user:42:name"));
+        // Redis's quirks (checked against redis-server 7.0.15): in `[a-]` the `]` ends a range
+        // from `]` to `a`, and the class stays open to the end of the pattern.
+        assert!(glob(b"[a-]", b"]") && glob(b"[a-]", b"a") && glob(b"[a-]", b"_"));
+        assert!(!glob(b"[a-]", b"-"));
+        assert!(!glob(b"h[a-]llo", b"hallo") && glob(b"h[a-]llo", b"hl"));
+        assert!(glob(b"a[b", b"ab") && !glob(b"a[b", b"a[b"));
         assert!(!glob(b"user:*:name", b"user:42:mail"));
         assert!(glob(b"a\\*b", b"a*b"));
         assert!(!glob(b"a\\*b", b"axb"));
