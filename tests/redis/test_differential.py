@@ -14,6 +14,7 @@ import shutil
 import signal
 import subprocess
 import tempfile
+import time
 import unittest
 
 import redis
@@ -346,6 +347,23 @@ class Differential(unittest.TestCase):
                 outcomes.append(norm_transaction([[w.encode() for w in c] for c in steps],
                                                  transaction(cli, steps)))
             self.assertEqual(outcomes[0], outcomes[1], f"{probe}: redis-server {REDIS.version}, then sealkv")
+
+    def test_watch_aborts_when_a_watched_key_expires(self):
+        """A watched key whose TTL runs out before EXEC aborts it, whether or not the leader's
+        sweep has removed it yet. (A key already expired when watched must not abort; the sweep
+        may remove it in between, so that case is pinned at the machine level, where the clock
+        is the test's: crates/sealkv-redis/tests/machine.rs.)"""
+        ours = DEV.client(0, single_connection_client=True)
+        theirs = redis.Redis(port=REDIS.port, socket_timeout=30, single_connection_client=True)
+        outcomes = []
+        for cli in (theirs, ours):
+            cli.flushall()
+            run(cli, ["SET", "k", "v", "PX", "200"])
+            run(cli, ["WATCH", "k"])
+            time.sleep(0.4)
+            outcomes.append(transaction(cli, [["MULTI"], ["GET", "k"], ["EXEC"]]))
+        self.assertEqual(outcomes[0], [b"OK", b"QUEUED", None], f"redis-server {REDIS.version}")
+        self.assertEqual(outcomes[0], outcomes[1], f"redis-server {REDIS.version}, then sealkv")
 
     def test_glob_patterns_match_as_in_redis(self):
         """KEYS with every kind of glob, odd ones included (open classes, ranges that swallow the

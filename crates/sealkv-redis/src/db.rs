@@ -43,7 +43,10 @@ pub trait Db {
     fn seed(&self) -> u64;
     /// The newest live value of a store key, expired or not; `None` if absent or deleted.
     fn get(&self, key: &[u8]) -> Result<Option<Stored>, DbError>;
-    /// The commit timestamp of a store key's newest version, deletes included; 0 if none.
+    /// What WATCH records and EXEC compares for a store key: the commit timestamp of its newest
+    /// version (deletes included, so a SET then DEL of a watched absent key still counts), 0 if
+    /// it has none or if that version has expired at [`Db::now_ms`]. So a key whose TTL runs out
+    /// between WATCH and EXEC aborts EXEC, as in Redis, and one expired at WATCH does not.
     fn version(&self, key: &[u8]) -> Result<u64, DbError>;
     /// Live store keys in a range, in order or reverse.
     fn scan(&self, lo: Bound<Vec<u8>>, hi: Bound<Vec<u8>>, reverse: bool) -> ScanIter<'_>;
@@ -57,6 +60,14 @@ pub trait Db {
 
 fn stored(v: Option<Version>) -> Option<Stored> {
     v.and_then(|v| v.value).map(|(value, expire_at_ms)| Stored { value, expire_at_ms })
+}
+
+fn watch_version(v: Option<Version>, now_ms: u64) -> u64 {
+    match v {
+        Some(Version { value: Some((_, expire_at_ms)), .. }) if !sealkv_store::live_at(expire_at_ms, now_ms) => 0,
+        Some(v) => v.ts,
+        None => 0,
+    }
 }
 
 fn direction(reverse: bool) -> Direction {
@@ -92,7 +103,7 @@ impl Db for BatchDb<'_, '_> {
     }
 
     fn version(&self, key: &[u8]) -> Result<u64, DbError> {
-        Ok(self.batch.latest(key)?.map_or(0, |v| v.ts))
+        Ok(watch_version(self.batch.latest(key)?, self.now_ms()))
     }
 
     fn scan(&self, lo: Bound<Vec<u8>>, hi: Bound<Vec<u8>>, reverse: bool) -> ScanIter<'_> {
@@ -141,7 +152,7 @@ impl Db for ReadDb<'_> {
     }
 
     fn version(&self, key: &[u8]) -> Result<u64, DbError> {
-        Ok(self.store.version(key, self.read_ts)?.map_or(0, |v| v.ts))
+        Ok(watch_version(self.store.version(key, self.read_ts)?, self.now_ms))
     }
 
     fn scan(&self, lo: Bound<Vec<u8>>, hi: Bound<Vec<u8>>, reverse: bool) -> ScanIter<'_> {

@@ -89,6 +89,32 @@ fn exec_is_atomic_and_watch_aborts_on_a_change() {
     assert_eq!(n.r("GET k"), bulk("2"));
 }
 
+fn watch_version(n: &Node, key: &str) -> u64 {
+    match n.r(&format!("__VERSIONS {key}")) {
+        Reply::Array(v) => match v.first() {
+            Some(Reply::Int(i)) => *i as u64,
+            other => panic!("{other:?}"),
+        },
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn watch_aborts_when_a_watched_key_expires_before_exec_and_not_when_it_already_had() {
+    let mut n = Node::new();
+    n.w("SET k v PX 100");
+    let live = watch_version(&n, "k");
+    assert_ne!(live, 0);
+    n.ms += 100;
+    // Expired now, not swept: nothing was written, yet Redis counts the expiry as a change.
+    let tx = |v| Group { watches: vec![(b"k".to_vec(), v)], cmds: vec![args("GET k")], exec: true };
+    assert_eq!(n.apply(&[tx(live)]), vec![Reply::NilArray]);
+    // Watched once already expired: EXEC runs.
+    let expired = watch_version(&n, "k");
+    assert_eq!(expired, 0);
+    assert_eq!(n.apply(&[tx(expired)]), vec![Reply::Array(vec![Reply::Nil])]);
+}
+
 #[test]
 fn expired_keys_read_as_absent_and_the_sweep_removes_them() {
     let mut n = Node::new();
