@@ -225,3 +225,19 @@ fn scan_cursors_page_through_every_key_once() {
     assert_eq!(n.r("SCAN 12345 COUNT 10"), Reply::err("ERR invalid cursor"));
     assert_eq!(n.r("KEYS k1*"), Reply::Array((10..20).map(|i| bulk(&format!("k{i}"))).collect()));
 }
+
+#[test]
+fn bylex_over_mixed_scores_walks_as_redis_does() {
+    // The members in score order are 7, hello, 9223372036854775807, "zz": not in lex order, so
+    // what BYLEX returns is Redis's walk (answers from redis-server 7.0.15): start at the first
+    // member >= min, skip the offset unchecked, stop at the first member > max.
+    let mut n = Node::new();
+    n.w("ZADD z -1 7 0 hello 1 9223372036854775807 2.5 zz");
+    assert_eq!(n.r("ZRANGE z - [f2 BYLEX"), strs(&["7"]));
+    assert_eq!(n.r("ZRANGE z - [f2 BYLEX LIMIT 2 100"), strs(&["9223372036854775807"]));
+    assert_eq!(n.r("ZRANGEBYLEX z [8 +"), strs(&["hello", "9223372036854775807", "zz"]));
+    assert_eq!(n.r("ZRANGE z [f2 - BYLEX REV"), strs(&["9223372036854775807", "hello", "7"]));
+    // An empty range is empty whatever the members.
+    assert_eq!(n.r("ZRANGEBYLEX z (a (a"), strs(&[]));
+    assert_eq!(n.r("ZRANGEBYLEX z + -"), strs(&[]));
+}

@@ -141,20 +141,77 @@ fn lex_bound(b: &[u8]) -> Result<Lex, Fail> {
     }
 }
 
-fn lex_ok(m: &[u8], min: &Lex, max: &Lex) -> bool {
-    let lo = match min {
+impl Lex {
+    /// Where the bound sits among all strings: `-` below every string, `+` above.
+    fn cmp_bound(&self, o: &Lex) -> std::cmp::Ordering {
+        use std::cmp::Ordering::{Equal, Greater, Less};
+        match (self, o) {
+            (Lex::Min, Lex::Min) | (Lex::Max, Lex::Max) => Equal,
+            (Lex::Min, _) | (_, Lex::Max) => Less,
+            (Lex::Max, _) | (_, Lex::Min) => Greater,
+            (Lex::Incl(a) | Lex::Excl(a), Lex::Incl(b) | Lex::Excl(b)) => a.cmp(b),
+        }
+    }
+
+    fn exclusive(&self) -> bool {
+        matches!(self, Lex::Excl(_))
+    }
+}
+
+fn gte_min(m: &[u8], min: &Lex) -> bool {
+    match min {
         Lex::Min => true,
         Lex::Max => false,
         Lex::Incl(x) => m >= x.as_slice(),
         Lex::Excl(x) => m > x.as_slice(),
-    };
-    let hi = match max {
+    }
+}
+
+fn lte_max(m: &[u8], max: &Lex) -> bool {
+    match max {
         Lex::Max => true,
         Lex::Min => false,
         Lex::Incl(x) => m <= x.as_slice(),
         Lex::Excl(x) => m < x.as_slice(),
-    };
-    lo && hi
+    }
+}
+
+/// A BYLEX range over `all` (the members in score order), walked as Redis walks a sorted set of
+/// up to 128 members: from the first member at or above `min` (the last at or below `max` with
+/// REV), past `offset` members without looking at them, then while members stay within the
+/// other bound. With equal scores (what BYLEX is for) that is exactly the members in range; with
+/// mixed scores Redis's answer is this walk, and so is ours.
+fn lex_walk(
+    all: Vec<(Vec<u8>, f64)>,
+    min: &Lex,
+    max: &Lex,
+    rev: bool,
+    limit: Option<(i64, i64)>,
+) -> Vec<(Vec<u8>, f64)> {
+    let (offset, count) = limit.unwrap_or((0, -1));
+    let order = min.cmp_bound(max);
+    let empty = order.is_gt() || (order.is_eq() && (min.exclusive() || max.exclusive()));
+    let (Some((first, _)), Some((last, _))) = (all.first(), all.last()) else { return Vec::new() };
+    if empty || offset < 0 || !gte_min(last, min) || !lte_max(first, max) {
+        return Vec::new();
+    }
+    let take = if count < 0 { usize::MAX } else { count as usize };
+    let offset = offset as usize;
+    if rev {
+        let Some(start) = all.iter().rposition(|(m, _)| lte_max(m, max)) else { return Vec::new() };
+        if !all.get(start).is_some_and(|(m, _)| gte_min(m, min)) || offset > start {
+            return Vec::new();
+        }
+        let mut out: Vec<_> = all.into_iter().take(start - offset + 1).collect();
+        out.reverse();
+        out.into_iter().take_while(|(m, _)| gte_min(m, min)).take(take).collect()
+    } else {
+        let Some(start) = all.iter().position(|(m, _)| gte_min(m, min)) else { return Vec::new() };
+        if !all.get(start).is_some_and(|(m, _)| lte_max(m, max)) {
+            return Vec::new();
+        }
+        all.into_iter().skip(start + offset).take_while(|(m, _)| lte_max(m, max)).take(take).collect()
+    }
 }
 
 /// What a range selects by.
@@ -191,9 +248,8 @@ fn select(ctx: &Ctx<'_>, key: &[u8], lo: &[u8], hi: &[u8], spec: &RangeSpec) -> 
         Bounds::Score(min, max) => by_score(ctx, key, min, max, spec.rev)?,
         Bounds::Lex(min, max) => {
             let (l, h) = whole_index(key);
-            walk(ctx, key, l, h, spec.rev)
-                .filter(|r| r.as_ref().map_or(true, |(m, _)| lex_ok(m, &min, &max)))
-                .collect::<Result<Vec<_>, _>>()?
+            let all = walk(ctx, key, l, h, false).collect::<Result<Vec<_>, _>>()?;
+            return Ok(lex_walk(all, &min, &max, spec.rev, spec.limit));
         }
     };
     if let Some((off, count)) = spec.limit {
