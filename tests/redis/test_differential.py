@@ -347,7 +347,7 @@ class Differential(unittest.TestCase):
             "GETEX s EX 0", "GETEX s EX 10 EX 20", "HSET h a", "MSET a", "ZRANGE s x 1", "ZRANGEBYLEX s x +",
             "SET ab ab", "GETRANGE ab 0 -3", "GETRANGE ab -1 -5", "SET f 0.1", "INCRBYFLOAT f 0.2",
             "SET big 9223372036854775807", "INCRBYFLOAT big 100", "HINCRBYFLOAT h2 f inf", "HSET h2 g abc",
-            "HINCRBYFLOAT h2 g 1", "HINCRBYFLOAT s g x",
+            "HINCRBYFLOAT h2 g 1", "HINCRBYFLOAT s g x", "SELECT x",
         ]
         ours = DEV.client(0)
         theirs = redis.Redis(port=REDIS.port, socket_timeout=30)
@@ -404,6 +404,21 @@ class Differential(unittest.TestCase):
             outcomes.append(transaction(cli, [["MULTI"], ["GET", "k"], ["EXEC"]]))
         self.assertEqual(outcomes[0], [b"OK", b"QUEUED", None], f"redis-server {REDIS.version}")
         self.assertEqual(outcomes[0], outcomes[1], f"redis-server {REDIS.version}, then sealkv")
+
+    def test_info_keyspace_counts_keys_and_volatile_keys(self):
+        """INFO keyspace's keys= and expires= (avg_ttl is Redis's sampled estimate; sealkv says 0)."""
+        script = [["SET", "a", "1", "EX", "100"], ["SET", "b", "1"], ["HSET", "h", "f", "v"], ["PEXPIRE", "h", "100000"],
+                  ["PERSIST", "h"], ["RPUSH", "l", "x"], ["EXPIRE", "l", "500"], ["SET", "c", "1", "PX", "100000"],
+                  ["SET", "c", "2"]]
+        counts = []
+        for cli in (redis.Redis(port=REDIS.port, socket_timeout=30), DEV.client(0)):
+            cli.flushall()
+            for c in script:
+                cli.execute_command(*c)
+            db0 = cli.info("keyspace")["db0"]
+            counts.append((db0["keys"], db0["expires"]))
+        self.assertEqual(counts[0], (5, 2), f"redis-server {REDIS.version}")
+        self.assertEqual(counts[0], counts[1], f"redis-server {REDIS.version}, then sealkv")
 
     def test_glob_patterns_match_as_in_redis(self):
         """KEYS with every kind of glob, odd ones included (open classes, ranges that swallow the

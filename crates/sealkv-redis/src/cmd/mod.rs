@@ -176,6 +176,7 @@ pub static COMMANDS: &[Spec] = &[
     spec("copy", -3, Write, K12, Some(keys::copy)),
     spec("__expiredel", -1, Internal, NOKEY, Some(keys::expiredel)),
     spec("__versions", -1, Internal, NOKEY, Some(keys::versions)),
+    spec("__keyspace", 1, Internal, NOKEY, Some(keys::keyspace)),
     // strings
     spec("get", 2, Read, K1, Some(strings::get)),
     spec("set", -3, Write, K1, Some(strings::set)),

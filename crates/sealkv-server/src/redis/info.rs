@@ -26,9 +26,11 @@ pub async fn server_command(fe: &Frontend, st: &mut State, args: &[Vec<u8>]) -> 
             _ => cmd::wrong_arity("ping"),
         },
         b"echo" => Reply::bulk(Args(args).get(1)),
-        b"select" => match Args(args).get(1) {
-            b"0" => Reply::Ok,
-            _ => Reply::err("ERR DB index is out of range"),
+        // Only database 0 exists; the index is parsed first, as Redis does.
+        b"select" => match sealkv_redis::keyspace::int(Args(args).get(1)) {
+            None => Reply::err("ERR value is not an integer or out of range"),
+            Some(0) => Reply::Ok,
+            Some(_) => Reply::err("ERR DB index is out of range"),
         },
         b"time" => {
             let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
@@ -457,11 +459,12 @@ async fn info(fe: &Frontend, args: &[Vec<u8>]) -> Reply {
     }
     if want("keyspace") {
         out.push_str("# Keyspace\r\n");
-        if let Ok(r) = route(&fe.app.redis, false, vec![Group::single(vec![b"dbsize".to_vec()])]).await
-            && let Some(Reply::Int(n)) = r.first()
-            && *n > 0
+        if let Ok(r) = route(&fe.app.redis, false, vec![Group::single(vec![b"__keyspace".to_vec()])]).await
+            && let Some(Reply::Array(counts)) = r.first()
+            && let [Reply::Int(keys), Reply::Int(expires)] = counts.as_slice()
+            && *keys > 0
         {
-            out.push_str(&format!("db0:keys={n},expires=0,avg_ttl=0\r\n"));
+            out.push_str(&format!("db0:keys={keys},expires={expires},avg_ttl=0\r\n"));
         }
         out.push_str("\r\n");
     }
