@@ -150,24 +150,24 @@ pub(super) fn keys(ctx: &mut Ctx<'_>, a: &Args<'_>) -> Res {
     Ok(Reply::Array(out))
 }
 
-pub(super) fn dbsize(ctx: &mut Ctx<'_>, _: &Args<'_>) -> Res {
+fn count_live_keys(ctx: &Ctx<'_>) -> Result<i64, Fail> {
     let mut n = 0i64;
     for r in live_keys(ctx, all_keys_from()) {
         r?;
         n += 1;
     }
-    Ok(Reply::Int(n))
+    Ok(n)
+}
+
+pub(super) fn dbsize(ctx: &mut Ctx<'_>, _: &Args<'_>) -> Res {
+    Ok(Reply::Int(count_live_keys(ctx)?))
 }
 
 /// INFO keyspace's counts, `[keys, expires]`: the live keys, and those of them with a TTL. A key
 /// counts as volatile when its expiry index entry is still ahead and matches the key's own
 /// expiry, so an index entry left stale by a later write is not counted.
 pub(super) fn keyspace(ctx: &mut Ctx<'_>, _: &Args<'_>) -> Res {
-    let mut keys = 0i64;
-    for r in live_keys(ctx, all_keys_from()) {
-        r?;
-        keys += 1;
-    }
+    let keys = count_live_keys(ctx)?;
     let lo = Bound::Included(layout::expiry_key(ctx.now().saturating_add(1), b""));
     let (_, hi) = layout::expiry_due(u64::MAX - 1);
     let due: Vec<Vec<u8>> = ctx.db.scan(lo, hi, false).map(|r| r.map(|(k, _)| k)).collect::<Result<_, _>>()?;

@@ -4,7 +4,7 @@ use std::collections::BTreeSet;
 
 use super::Args;
 use super::keys::{scan_elements, scan_opts};
-use crate::keyspace::{Ctx, Fail, Res, count_of, fail, msg, non_negative, parse_int, upper};
+use crate::keyspace::{Ctx, Fail, Res, count_of, fail, int, msg, non_negative, parse_int, upper};
 use crate::layout::{Kind, Meta};
 use crate::reply::Reply;
 
@@ -224,9 +224,9 @@ pub(super) fn sdiffstore(ctx: &mut Ctx<'_>, a: &Args<'_>) -> Res {
 }
 
 pub(super) fn sintercard(ctx: &mut Ctx<'_>, a: &Args<'_>) -> Res {
-    let n = match non_negative(a.get(1), "ERR numkeys should be greater than 0")? {
-        0 => return fail("ERR numkeys should be greater than 0"),
-        n => n,
+    let n = match int(a.get(1)) {
+        Some(n) if n > 0 => n as usize,
+        _ => return fail("ERR numkeys should be greater than 0"),
     };
     let keys = a.from(2);
     if keys.len() < n {

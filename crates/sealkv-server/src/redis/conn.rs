@@ -380,7 +380,10 @@ async fn connection_command(fe: &Frontend, st: &mut State, args: &[Vec<u8>]) -> 
             let mut out = Vec::with_capacity(slots.len());
             for slot in slots {
                 out.push(match slot {
-                    None => data.next().unwrap_or(Reply::Nil),
+                    // One reply per data command; a missing one is a bug, never a silent nil.
+                    None => data
+                        .next()
+                        .unwrap_or_else(|| Reply::err("ERR internal: EXEC answered fewer commands than it ran")),
                     Some(a) if is(&a, &["unwatch"]) => Reply::Ok,
                     Some(a) => info::server_command(fe, st, &a).await,
                 });
