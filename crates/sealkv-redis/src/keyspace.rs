@@ -166,8 +166,14 @@ impl<'a> Ctx<'a> {
         Ok(())
     }
 
-    /// Saves a collection's meta record, or removes the key when it became empty.
+    /// Saves a collection's meta record after elements were removed, or removes the key when it
+    /// became empty. A record equal to the live one means nothing was removed, and nothing is
+    /// written: Redis does not count that as a modification, so a WATCH on the key stays valid
+    /// (and no Raft entry carries a write for nothing).
     pub fn save_or_remove(&mut self, key: &[u8], meta: Meta, live: &Live) -> Result<(), Fail> {
+        if meta == live.meta {
+            return Ok(());
+        }
         let empty = match &meta {
             Meta::String(_) => false,
             Meta::Hash(n) | Meta::Set(n) | Meta::ZSet(n) => *n == 0,

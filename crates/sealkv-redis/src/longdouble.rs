@@ -53,7 +53,8 @@ pub fn parse(b: &[u8]) -> Option<Num> {
         return Some(Num::Infinite);
     }
     let (digits, exp10) = decimal(rest)?;
-    if digits.iter().all(|d| *d == 0) {
+    // Leading zeros are never kept, so a zero has no digits at all.
+    if digits.is_empty() {
         return Some(Num::Finite(Ld { neg, mant: 0, exp: 0 }));
     }
     let ld = from_decimal(neg, &digits, exp10)?;

@@ -100,10 +100,7 @@ pub(super) fn hdel(ctx: &mut Ctx<'_>, a: &Args<'_>) -> Res {
             removed += 1;
         }
     }
-    // Removing nothing is no modification: WATCH stays valid, as in Redis.
-    if removed > 0 {
-        ctx.save_or_remove(key, Meta::Hash(n), &live)?;
-    }
+    ctx.save_or_remove(key, Meta::Hash(n), &live)?;
     Ok(Reply::Int(removed))
 }
 

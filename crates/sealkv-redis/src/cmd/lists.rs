@@ -61,10 +61,7 @@ fn pop(ctx: &mut Ctx<'_>, key: &[u8], n: usize, left: bool) -> Result<Option<Vec
         }
         out.push(v);
     }
-    // Popping nothing (a count of 0) is no modification: WATCH stays valid, as in Redis.
-    if !out.is_empty() {
-        ctx.save_or_remove(key, Meta::List { head, tail }, &live)?;
-    }
+    ctx.save_or_remove(key, Meta::List { head, tail }, &live)?;
     Ok(Some(out))
 }
 
@@ -217,7 +214,14 @@ pub(super) fn ltrim(ctx: &mut Ctx<'_>, a: &Args<'_>) -> Res {
     for i in (head..nh).chain(nt..tail) {
         ctx.delete_element(key, &i.to_be_bytes())?;
     }
-    ctx.save_or_remove(key, Meta::List { head: nh, tail: nt }, &live)?;
+    let meta = Meta::List { head: nh, tail: nt };
+    if meta == live.meta {
+        // Redis counts every LTRIM as a modification, even one that trims nothing: the record
+        // is rewritten so a WATCH on the key sees it.
+        ctx.save(key, &meta, live.expire, live.expire)?;
+    } else {
+        ctx.save_or_remove(key, meta, &live)?;
+    }
     Ok(Reply::Ok)
 }
 

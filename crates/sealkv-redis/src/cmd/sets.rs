@@ -72,10 +72,7 @@ fn rem(ctx: &mut Ctx<'_>, key: &[u8], ms: &[Vec<u8>]) -> Result<i64, Fail> {
             removed += 1;
         }
     }
-    // Removing nothing is no modification: WATCH stays valid, as in Redis.
-    if removed > 0 {
-        ctx.save_or_remove(key, Meta::Set(n), &live)?;
-    }
+    ctx.save_or_remove(key, Meta::Set(n), &live)?;
     Ok(removed)
 }
 

@@ -430,12 +430,8 @@ pub(super) fn zincrby(ctx: &mut Ctx<'_>, a: &Args<'_>) -> Res {
     Ok(Reply::Double(new))
 }
 
-/// Removes members (with known scores); saves or removes the key. Removing none writes nothing
-/// (Redis does not count it as a modification, so WATCH stays valid).
+/// Removes members (with known scores); saves or removes the key.
 fn remove_members(ctx: &mut Ctx<'_>, key: &[u8], live: &Live, gone: &[(Vec<u8>, f64)]) -> Result<(), Fail> {
-    if gone.is_empty() {
-        return Ok(());
-    }
     for (m, s) in gone {
         del_member(ctx, key, m, *s)?;
     }

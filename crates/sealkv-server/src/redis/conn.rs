@@ -384,6 +384,7 @@ async fn connection_command(fe: &Frontend, st: &mut State, args: &[Vec<u8>]) -> 
                     None => data
                         .next()
                         .unwrap_or_else(|| Reply::err("ERR internal: EXEC answered fewer commands than it ran")),
+                    // EXEC has already taken the watches: a queued UNWATCH has nothing left to clear.
                     Some(a) if is(&a, &["unwatch"]) => Reply::Ok,
                     Some(a) => info::server_command(fe, st, &a).await,
                 });
