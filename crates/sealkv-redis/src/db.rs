@@ -2,9 +2,12 @@
 //! writes; writes are sealed by the store at the entry's timestamp), or a read-only view of the
 //! applied store on the leader after a read barrier.
 
+use std::cell::RefCell;
 use std::ops::Bound;
 
 use sealkv_store::{ApplyBatch, Direction, KeyRange, Store, StoreError, Version};
+
+use crate::layout::{self, CountDelta, Counts};
 
 /// A failure of the store underneath a command: during apply it halts; on a read it is an error
 /// reply. Never a wrong answer.
@@ -56,6 +59,9 @@ pub trait Db {
     fn delete(&mut self, key: &[u8]) -> Result<(), DbError>;
     /// Whether writes are allowed (false on a read view).
     fn writable(&self) -> bool;
+    /// The keyspace counts as this view sees them (see [`Counts`]): the record, during apply
+    /// moved by the entry's writes so far; a count of the meta records if there is no record.
+    fn counts(&self) -> Result<Counts, DbError>;
 }
 
 fn stored(v: Option<Version>) -> Option<Stored> {
@@ -75,18 +81,74 @@ fn direction(reverse: bool) -> Direction {
 }
 
 /// Commands applied inside one Raft entry.
+///
+/// Every write of a meta record passes through here, so this is where the keyspace counts
+/// ([`Counts`]) are kept: each put or delete of a meta record adds its change to the entry's
+/// [`CountDelta`], and [`settle_counts`] writes the new counts once per entry.
 pub struct BatchDb<'a, 'b> {
     batch: &'a mut ApplyBatch<'b>,
     ts: u64,
     seed: u64,
+    delta: &'a mut CountDelta,
+    /// The last meta record read or written (store key, `None` if absent else its expiry), so the
+    /// write that follows a command's lookup of the same key counts without a second read.
+    last_meta: RefCell<Option<(Vec<u8>, Option<u64>)>>,
 }
 
 impl<'a, 'b> BatchDb<'a, 'b> {
     /// Writes at commit timestamp `ts` (HLC: its upper 48 bits are the entry's ms); `seed` feeds
-    /// random picks and must be derived from the entry alone.
-    pub fn new(batch: &'a mut ApplyBatch<'b>, ts: u64, seed: u64) -> Self {
-        BatchDb { batch, ts, seed }
+    /// random picks and must be derived from the entry alone. Meta writes are counted in `delta`.
+    pub fn new(batch: &'a mut ApplyBatch<'b>, ts: u64, seed: u64, delta: &'a mut CountDelta) -> Self {
+        BatchDb { batch, ts, seed, delta, last_meta: RefCell::new(None) }
     }
+
+    /// Counts a meta record's change to `after` (`None`: deleted, else its expiry).
+    fn count_meta(&mut self, key: &[u8], after: Option<u64>) -> Result<(), DbError> {
+        let before = match self.last_meta.take() {
+            Some((k, state)) if k == key => state,
+            _ => presence(self.batch.latest(key)?),
+        };
+        self.delta.record(before, after);
+        *self.last_meta.get_mut() = Some((key.to_vec(), after));
+        Ok(())
+    }
+}
+
+/// `None` if a version is absent or a tombstone, else its expiry.
+fn presence(v: Option<Version>) -> Option<u64> {
+    v.and_then(|v| v.value).map(|(_, expire_at_ms)| expire_at_ms)
+}
+
+/// Writes the keyspace counts an entry's writes moved by `delta`, once per entry (nothing when
+/// they did not move). A store without the record (written before counts were kept, or after
+/// FLUSHALL removed it) counts its meta records once, this entry's writes included. Counts that
+/// do not decode or would become impossible halt the apply, like any corrupt record.
+pub fn settle_counts(batch: &mut ApplyBatch<'_>, ts: u64, delta: CountDelta) -> Result<(), DbError> {
+    if delta.is_zero() {
+        return Ok(());
+    }
+    let mut delta = delta;
+    let counts = BatchDb::new(batch, ts, 0, &mut delta).counts()?;
+    batch.put(&layout::counts_key(), ts, &counts.encode(), 0)?;
+    Ok(())
+}
+
+/// The counts record if the store has one.
+fn counts_record(db: &dyn Db) -> Result<Option<Counts>, DbError> {
+    Ok(db.get(&layout::counts_key())?.map(|s| Counts::decode(&s.value)).transpose()?)
+}
+
+fn count_by_scan(db: &dyn Db) -> Result<Counts, DbError> {
+    let (lo, hi) = layout::meta_range(b"");
+    let mut c = Counts::default();
+    for r in db.scan(lo, hi, false) {
+        let (k, _) = r?;
+        c.keys += 1;
+        if db.get(&k)?.is_some_and(|s| s.expire_at_ms != 0) {
+            c.expires += 1;
+        }
+    }
+    Ok(c)
 }
 
 impl Db for BatchDb<'_, '_> {
@@ -99,7 +161,11 @@ impl Db for BatchDb<'_, '_> {
     }
 
     fn get(&self, key: &[u8]) -> Result<Option<Stored>, DbError> {
-        Ok(stored(self.batch.latest(key)?))
+        let s = stored(self.batch.latest(key)?);
+        if layout::is_meta(key) {
+            *self.last_meta.borrow_mut() = Some((key.to_vec(), s.as_ref().map(|s| s.expire_at_ms)));
+        }
+        Ok(s)
     }
 
     fn version(&self, key: &[u8]) -> Result<u64, DbError> {
@@ -111,15 +177,29 @@ impl Db for BatchDb<'_, '_> {
     }
 
     fn put(&mut self, key: &[u8], value: &[u8], expire_at_ms: u64) -> Result<(), DbError> {
+        if layout::is_meta(key) {
+            self.count_meta(key, Some(expire_at_ms))?;
+        }
         Ok(self.batch.put(key, self.ts, value, expire_at_ms)?)
     }
 
     fn delete(&mut self, key: &[u8]) -> Result<(), DbError> {
+        if layout::is_meta(key) {
+            self.count_meta(key, None)?;
+        }
         Ok(self.batch.delete(key, self.ts)?)
     }
 
     fn writable(&self) -> bool {
         true
+    }
+
+    fn counts(&self) -> Result<Counts, DbError> {
+        match counts_record(self)? {
+            Some(c) => Ok(c.shifted(*self.delta).ok_or(layout::CorruptMeta("counts out of range"))?),
+            // A scan of the batch already shows the entry's own writes.
+            None => count_by_scan(self),
+        }
     }
 }
 
@@ -173,5 +253,11 @@ impl Db for ReadDb<'_> {
 
     fn writable(&self) -> bool {
         false
+    }
+
+    fn counts(&self) -> Result<Counts, DbError> {
+        // Without a record the scan hides expired keys: only a store that has not had a write
+        // since counts were kept reads this way.
+        counts_record(self)?.map_or_else(|| count_by_scan(self), Ok)
     }
 }

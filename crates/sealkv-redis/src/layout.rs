@@ -5,6 +5,7 @@
 //! FF 'm' ‖ key                              → meta: type ‖ type fields  (store expiry = key expiry)
 //! FF 'e' ‖ key_len u32 ‖ key ‖ sub           → one element of a collection
 //! FF 'x' ‖ expire_at_ms u64 ‖ key            → expiry index entry (empty), for the leader's sweep
+//! FF 's'                                     → keyspace counts: keys u64 ‖ expires u64
 //!
 //! meta: 0x01 string ‖ bytes
 //!       0x02 hash   ‖ len u64
@@ -25,6 +26,7 @@ pub const NS: u8 = 0xFF;
 const META: u8 = b'm';
 const ELEM: u8 = b'e';
 const EXPIRY: u8 = b'x';
+const COUNTS: u8 = b's';
 /// Where list indexes start, so both ends can grow by 2^63 elements.
 pub const LIST_MID: u64 = 1 << 63;
 
@@ -34,6 +36,11 @@ pub fn meta_key(key: &[u8]) -> Vec<u8> {
     v.extend_from_slice(&[NS, META]);
     v.extend_from_slice(key);
     v
+}
+
+/// Whether a store key is a meta record (a Redis key).
+pub fn is_meta(store_key: &[u8]) -> bool {
+    store_key.starts_with(&[NS, META])
 }
 
 /// The user key of a meta store key.
@@ -94,6 +101,76 @@ pub fn split_expiry(store_key: &[u8]) -> Option<(u64, &[u8])> {
     let rest = store_key.strip_prefix(&[NS, EXPIRY])?;
     let (ms, key) = rest.split_first_chunk::<8>()?;
     Some((u64::from_be_bytes(*ms), key))
+}
+
+/// The store key of the keyspace counts ([`Counts`]).
+pub fn counts_key() -> Vec<u8> {
+    vec![NS, COUNTS]
+}
+
+/// The keyspace's counts, kept by the apply path so DBSIZE and INFO keyspace read one record
+/// instead of scanning every key. As in Redis, a key counts from its write until its removal: an
+/// expired key the leader's sweep has not removed yet still counts (for at most a sweep round).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Counts {
+    /// Meta records present (the keys).
+    pub keys: u64,
+    /// Those with an expiry.
+    pub expires: u64,
+}
+
+impl Counts {
+    /// `keys 8 BE ‖ expires 8 BE`.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut v = Vec::with_capacity(16);
+        v.extend_from_slice(&self.keys.to_be_bytes());
+        v.extend_from_slice(&self.expires.to_be_bytes());
+        v
+    }
+
+    /// Decodes the record; total. More expiring keys than keys is corruption.
+    pub fn decode(b: &[u8]) -> Result<Counts, CorruptMeta> {
+        let (keys, expires) = b.split_first_chunk::<8>().ok_or(CorruptMeta("counts length"))?;
+        let expires: [u8; 8] = expires.try_into().map_err(|_| CorruptMeta("counts length"))?;
+        let c = Counts { keys: u64::from_be_bytes(*keys), expires: u64::from_be_bytes(expires) };
+        if c.expires > c.keys {
+            return Err(CorruptMeta("counts: more expiring keys than keys"));
+        }
+        Ok(c)
+    }
+
+    /// These counts moved by an entry's `delta`; `None` if that leaves them impossible (below
+    /// zero, or more expiring keys than keys), which only a wrong record or a counting bug can do.
+    pub fn shifted(self, delta: CountDelta) -> Option<Counts> {
+        let keys = self.keys.checked_add_signed(delta.keys)?;
+        let expires = self.expires.checked_add_signed(delta.expires)?;
+        (expires <= keys).then_some(Counts { keys, expires })
+    }
+}
+
+/// How one entry's writes moved the [`Counts`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CountDelta {
+    /// Keys created minus keys removed.
+    pub keys: i64,
+    /// Expiries set on keys minus expiries gone (by PERSIST, an overwrite or removal).
+    pub expires: i64,
+}
+
+impl CountDelta {
+    /// Records one meta record going from `before` to `after` (each `None` when absent, else its
+    /// expiry, 0 for none).
+    pub fn record(&mut self, before: Option<u64>, after: Option<u64>) {
+        let present = |s: Option<u64>| i64::from(s.is_some());
+        let expiring = |s: Option<u64>| i64::from(s.is_some_and(|e| e != 0));
+        self.keys += present(after) - present(before);
+        self.expires += expiring(after) - expiring(before);
+    }
+
+    /// Whether the entry left the counts as they were.
+    pub fn is_zero(&self) -> bool {
+        *self == CountDelta::default()
+    }
 }
 
 /// Bounds of the whole Redis keyspace in the store (FLUSHALL).
@@ -176,7 +253,7 @@ pub enum Meta {
 
 /// Why a meta record does not decode (a halt during apply, an error reply on a read).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("corrupt meta record for a key ({0})")]
+#[error("corrupt Redis metadata ({0})")]
 pub struct CorruptMeta(pub &'static str);
 
 impl Meta {
@@ -268,6 +345,31 @@ mod tests {
         assert_eq!(Meta::decode(&bad), Err(CorruptMeta("list window")));
     }
 
+    #[test]
+    fn counts_layout_is_pinned_and_impossible_counts_refused() {
+        assert_eq!(counts_key(), b"\xFFs");
+        assert!(!is_meta(&counts_key()) && is_meta(&meta_key(b"")));
+        let c = Counts { keys: 258, expires: 1 };
+        assert_eq!(c.encode(), b"\x00\x00\x00\x00\x00\x00\x01\x02\x00\x00\x00\x00\x00\x00\x00\x01");
+        assert_eq!(Counts::decode(&c.encode()), Ok(c));
+        assert_eq!(Counts::decode(&c.encode()[..15]), Err(CorruptMeta("counts length")));
+        assert_eq!(Counts::decode(&[0; 17]), Err(CorruptMeta("counts length")));
+        let mut more = Counts { keys: 1, expires: 2 }.encode();
+        assert_eq!(Counts::decode(&more), Err(CorruptMeta("counts: more expiring keys than keys")));
+        more[7] = 2;
+        assert_eq!(Counts::decode(&more), Ok(Counts { keys: 2, expires: 2 }));
+        assert_eq!(c.shifted(CountDelta { keys: -258, expires: -1 }), Some(Counts::default()));
+        assert_eq!(c.shifted(CountDelta { keys: -259, expires: 0 }), None);
+        assert_eq!(c.shifted(CountDelta { keys: 0, expires: 258 }), None);
+        let mut d = CountDelta::default();
+        d.record(None, Some(0));
+        d.record(Some(0), Some(5));
+        d.record(Some(7), None);
+        assert_eq!(d, CountDelta { keys: 0, expires: 0 });
+        d.record(None, Some(9));
+        assert_eq!(d, CountDelta { keys: 1, expires: 1 });
+    }
+
     proptest! {
         #[test]
         fn sortable_scores_order_like_numbers(a in any::<f64>(), b in any::<f64>()) {
@@ -283,6 +385,9 @@ mod tests {
                 prop_assert_eq!(Meta::decode(&m.encode()).unwrap(), m);
             }
             let _ = Meta::decode(&bytes);
+            let c = Counts { keys: n, expires: n / 3 };
+            prop_assert_eq!(Counts::decode(&c.encode()), Ok(c));
+            let _ = Counts::decode(&bytes);
         }
 
         #[test]

@@ -5,10 +5,10 @@ use sealkv_store::{ApplyBatch, Store};
 
 use crate::cmd;
 use crate::cursor::Cursors;
-use crate::db::{BatchDb, Db, DbError, ReadDb};
+use crate::db::{BatchDb, Db, DbError, ReadDb, settle_counts};
 use crate::entry::{self, Group};
 use crate::keyspace::Ctx;
-use crate::layout;
+use crate::layout::{self, CountDelta};
 use crate::reply::{self, Reply};
 
 /// What the apply hook runs for 0x08 entries: applies an entry body at commit timestamp `ts`,
@@ -17,12 +17,14 @@ use crate::reply::{self, Reply};
 pub fn apply(batch: &mut ApplyBatch<'_>, ts: u64, body: &[u8]) -> Result<Vec<u8>, String> {
     let groups = entry::decode(body).map_err(|e| e.to_string())?;
     let mut replies = Vec::with_capacity(groups.len());
+    let mut delta = CountDelta::default();
     for (i, g) in groups.iter().enumerate() {
         // Every group gets its own deterministic seed, so two SPOPs in one entry differ.
         let seed = ts.rotate_left(17) ^ (i as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-        let mut db = BatchDb::new(batch, ts, seed);
+        let mut db = BatchDb::new(batch, ts, seed, &mut delta);
         replies.push(run_group(&mut db, None, g).map_err(|e| e.to_string())?);
     }
+    settle_counts(batch, ts, delta).map_err(|e| e.to_string())?;
     Ok(reply::encode_replies(&replies))
 }
 

@@ -125,7 +125,8 @@ fn expired_keys_read_as_absent_and_the_sweep_removes_them() {
     n.ms += 100;
     assert_eq!(n.r("GET t"), Reply::Nil);
     assert_eq!(n.r("HGET h f"), Reply::Nil);
-    assert_eq!(n.r("DBSIZE"), Reply::Int(0));
+    // As in Redis, an expired key counts until it is removed.
+    assert_eq!(n.r("DBSIZE"), Reply::Int(2));
     // A new hash under an expired name does not inherit the old fields.
     assert_eq!(n.w("HSET h g w"), Reply::Int(1));
     assert_eq!(n.r("HGETALL h"), Reply::Map(vec![(bulk("g"), bulk("w"))]));
@@ -137,11 +138,12 @@ fn expired_keys_read_as_absent_and_the_sweep_removes_them() {
     assert_eq!(due, 1);
     let at = (n.ms).to_string();
     assert_eq!(n.w(&format!("__EXPIREDEL {at} t")), Reply::Int(1));
+    assert_eq!(n.r("DBSIZE"), Reply::Int(1));
     let left = n
         .store
         .scan(&sealkv_store::KeyRange::Prefix(vec![0xFF]), u64::MAX, 0, sealkv_store::Direction::Forward)
         .count();
-    assert_eq!(left, 2, "only h's meta and its one field remain");
+    assert_eq!(left, 3, "only h's meta, its one field and the keyspace counts remain");
 }
 
 #[test]
@@ -240,4 +242,191 @@ fn bylex_over_mixed_scores_walks_as_redis_does() {
     // An empty range is empty whatever the members.
     assert_eq!(n.r("ZRANGEBYLEX z (a (a"), strs(&[]));
     assert_eq!(n.r("ZRANGEBYLEX z + -"), strs(&[]));
+}
+
+/// Every command form that can create, remove, expire or persist a key, over a few key names.
+const COUNTED: &[&str] = &[
+    "SET {a} v",
+    "SET {a} v EX 100",
+    "SET {a} v PX {t}",
+    "SET {a} w KEEPTTL",
+    "SET {a} v NX PX {t}",
+    "SET {a} v XX",
+    "SETNX {a} v",
+    "PSETEX {a} {t} v",
+    "GETSET {a} v",
+    "GETDEL {a}",
+    "GETEX {a} PERSIST",
+    "GETEX {a} PX {t}",
+    "MSET {a} 1 {b} 2",
+    "MSETNX {a} 1 {b} 2",
+    "INCR {a}",
+    "APPEND {a} x",
+    "SETRANGE {a} 2 x",
+    "DEL {a} {b}",
+    "UNLINK {a}",
+    "EXPIRE {a} 100",
+    "PEXPIRE {a} {t}",
+    "EXPIRE {a} 0",
+    "PEXPIREAT {a} 1",
+    "EXPIRE {a} 50 GT",
+    "PERSIST {a}",
+    "RENAME {a} {b}",
+    "RENAMENX {a} {b}",
+    "COPY {a} {b}",
+    "COPY {a} {b} REPLACE",
+    "HSET {a} f v g w",
+    "HDEL {a} f",
+    "HDEL {a} f g",
+    "HINCRBY {a} f 1",
+    "SADD {a} m n",
+    "SREM {a} m",
+    "SPOP {a}",
+    "SPOP {a} 5",
+    "SMOVE {a} {b} m",
+    "SINTERSTORE {a} {b} {a}",
+    "SUNIONSTORE {a} {b}",
+    "SDIFFSTORE {a} {a} {b}",
+    "LPUSH {a} x y",
+    "RPUSHX {a} z",
+    "LPOP {a}",
+    "RPOP {a} 5",
+    "LTRIM {a} 1 0",
+    "LMOVE {a} {b} LEFT RIGHT",
+    "RPOPLPUSH {a} {a}",
+    "LREM {a} 0 x",
+    "ZADD {a} 1 m 2 n",
+    "ZINCRBY {a} 1 m",
+    "ZREM {a} m",
+    "ZPOPMIN {a}",
+    "ZPOPMAX {a} 3",
+    "ZREMRANGEBYRANK {a} 0 -1",
+    "ZREMRANGEBYSCORE {a} -inf +inf",
+    "FLUSHALL",
+];
+
+/// What DBSIZE and INFO keyspace should say, counted from the store itself: every meta record
+/// present at the newest version (expired or not) and those of them with an expiry.
+fn counted_by_hand(n: &Node) -> (i64, i64) {
+    let meta = sealkv_store::KeyRange::Prefix(vec![0xFF, b'm']);
+    let (mut keys, mut expires) = (0, 0);
+    // `now_ms` 0 hides nothing that has an expiry.
+    for r in n.store.scan(&meta, u64::MAX, 0, sealkv_store::Direction::Forward) {
+        let (k, _) = r.unwrap();
+        keys += 1;
+        let v = n.store.version(&k, u64::MAX).unwrap().unwrap();
+        if v.value.unwrap().1 != 0 {
+            expires += 1;
+        }
+    }
+    (keys, expires)
+}
+
+/// The due expiry index entries, as the leader's sweep proposes them.
+fn sweep_of(n: &Node) -> Option<String> {
+    let idx = sealkv_store::KeyRange::Prefix(vec![0xFF, b'x']);
+    let mut cmd = String::from("__EXPIREDEL");
+    for r in n.store.scan(&idx, u64::MAX, 0, sealkv_store::Direction::Forward) {
+        let (k, _) = r.unwrap();
+        let at = u64::from_be_bytes(k[2..10].try_into().unwrap());
+        if at <= n.ms {
+            cmd.push_str(&format!(" {at} {}", String::from_utf8(k[10..].to_vec()).unwrap()));
+        }
+    }
+    (cmd != "__EXPIREDEL").then_some(cmd)
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig { cases: 48, ..Default::default() })]
+
+    /// The counts the apply path keeps equal a count of the store after every entry, whatever
+    /// mix of creates, removals, expiries, sweeps, transactions and flushes the entry carried.
+    #[test]
+    fn keyspace_counts_match_the_store_after_every_entry(
+        entries in proptest::collection::vec(
+            (
+                proptest::collection::vec((0..COUNTED.len(), 0..4usize, 0..4usize, 1..30u64), 1..4),
+                proptest::bool::ANY,
+                0..25u64,
+                proptest::bool::ANY,
+            ),
+            1..40,
+        )
+    ) {
+        let mut n = Node::new();
+        let names = ["a", "b", "c", "d"];
+        for (cmds, exec, advance, sweep) in entries {
+            let cmds: Vec<Vec<Vec<u8>>> = cmds
+                .iter()
+                .map(|&(c, a, b, t)| {
+                    args(&COUNTED[c].replace("{a}", names[a]).replace("{b}", names[b]).replace("{t}", &t.to_string()))
+                })
+                .collect();
+            let mut groups: Vec<Group> = if exec {
+                vec![Group { watches: Vec::new(), cmds, exec: true }]
+            } else {
+                cmds.into_iter().map(Group::single).collect()
+            };
+            if sweep && let Some(s) = sweep_of(&n) {
+                groups.push(Group::single(args(&s)));
+            }
+            // Counted inside the entry too, after its writes (as DBSIZE inside MULTI is).
+            match groups.last_mut() {
+                Some(g) if g.exec => g.cmds.push(args("DBSIZE")),
+                _ => groups.push(Group::single(args("DBSIZE"))),
+            }
+            let replies = n.apply(&groups);
+            let (keys, expires) = counted_by_hand(&n);
+            let in_entry = match replies.last() {
+                Some(Reply::Array(v)) => v.last().cloned(),
+                other => other.cloned(),
+            };
+            proptest::prop_assert_eq!(in_entry, Some(Reply::Int(keys)));
+            proptest::prop_assert_eq!(n.r("DBSIZE"), Reply::Int(keys));
+            proptest::prop_assert_eq!(n.r("__KEYSPACE"), Reply::Array(vec![Reply::Int(keys), Reply::Int(expires)]));
+            n.ms += advance;
+        }
+    }
+}
+
+#[test]
+fn a_store_written_before_counts_were_kept_is_counted_once_then_kept() {
+    let mut n = Node::new();
+    n.w("SET a v EX 100");
+    n.w("HSET h f v");
+    n.w("SADD s m");
+    // Take the record away, as in a store from before it existed.
+    let mut b = n.store.batch();
+    n.index += 1;
+    b.delete(&[0xFF, b's'], (n.ms << 16) + n.index).unwrap();
+    b.commit(&sealkv_store::Applied { index: n.index, log_id: vec![1] }, sealkv_store::Durability::Buffered).unwrap();
+    assert_eq!(n.r("DBSIZE"), Reply::Int(3), "a read without the record counts the keys");
+    assert_eq!(n.r("__KEYSPACE"), Reply::Array(vec![Reply::Int(3), Reply::Int(1)]));
+    // The next write that moves the counts writes the record, counted from the store.
+    n.w("SET b v");
+    assert!(n.store.version(&[0xFF, b's'], u64::MAX).unwrap().unwrap().value.is_some());
+    assert_eq!(n.r("__KEYSPACE"), Reply::Array(vec![Reply::Int(4), Reply::Int(1)]));
+    n.w("DEL a");
+    assert_eq!(n.r("__KEYSPACE"), Reply::Array(vec![Reply::Int(3), Reply::Int(0)]));
+}
+
+#[test]
+fn a_corrupt_counts_record_halts_the_apply_and_answers_reads_with_an_error() {
+    let mut n = Node::new();
+    n.w("SET a v");
+    let mut b = n.store.batch();
+    n.index += 1;
+    // Seven bytes: not a counts record.
+    b.put(&[0xFF, b's'], (n.ms << 16) + n.index, &[0; 7], 0).unwrap();
+    b.commit(&sealkv_store::Applied { index: n.index, log_id: vec![1] }, sealkv_store::Durability::Buffered).unwrap();
+    let Reply::Error(e) = n.r("DBSIZE") else { panic!("DBSIZE answered from a corrupt record") };
+    assert!(e.contains("corrupt Redis metadata (counts length)"), "{e}");
+    let mut b = n.store.batch();
+    let err = machine::apply(&mut b, (n.ms << 16) + n.index + 1, &entry::encode(&[Group::single(args("SET c v"))]));
+    assert!(err.unwrap_err().contains("counts length"));
+    // An entry that does not move the counts does not read the record.
+    let mut b = n.store.batch();
+    assert!(
+        machine::apply(&mut b, (n.ms << 16) + n.index + 1, &entry::encode(&[Group::single(args("SET a w"))])).is_ok()
+    );
 }
