@@ -138,13 +138,23 @@ fn counts_record(db: &dyn Db) -> Result<Option<Counts>, DbError> {
     Ok(db.get(&layout::counts_key())?.map(|s| Counts::decode(&s.value)).transpose()?)
 }
 
-fn count_by_scan(db: &dyn Db) -> Result<Counts, DbError> {
+/// Counts the meta records `db` shows, and the expiry index entries from `from_ms` on that match
+/// their key's expiry (an entry a later write left stale is not counted): a scan of the keys and
+/// point reads of the volatile ones only.
+fn count_by_scan(db: &dyn Db, from_ms: u64) -> Result<Counts, DbError> {
     let (lo, hi) = layout::meta_range(b"");
     let mut c = Counts::default();
     for r in db.scan(lo, hi, false) {
-        let (k, _) = r?;
+        r?;
         c.keys += 1;
-        if db.get(&k)?.is_some_and(|s| s.expire_at_ms != 0) {
+    }
+    let lo = Bound::Included(layout::expiry_key(from_ms, b""));
+    let (_, hi) = layout::expiry_due(u64::MAX - 1);
+    for r in db.scan(lo, hi, false) {
+        let (k, _) = r?;
+        if let Some((at, key)) = layout::split_expiry(&k)
+            && db.get(&layout::meta_key(key))?.is_some_and(|s| s.expire_at_ms == at)
+        {
             c.expires += 1;
         }
     }
@@ -197,8 +207,8 @@ impl Db for BatchDb<'_, '_> {
     fn counts(&self) -> Result<Counts, DbError> {
         match counts_record(self)? {
             Some(c) => Ok(c.shifted(*self.delta).ok_or(layout::CorruptMeta("counts out of range"))?),
-            // A scan of the batch already shows the entry's own writes.
-            None => count_by_scan(self),
+            // A scan of the batch already shows the entry's own writes, and expired keys.
+            None => count_by_scan(self, 0),
         }
     }
 }
@@ -256,8 +266,8 @@ impl Db for ReadDb<'_> {
     }
 
     fn counts(&self) -> Result<Counts, DbError> {
-        // Without a record the scan hides expired keys: only a store that has not had a write
-        // since counts were kept reads this way.
-        counts_record(self)?.map_or_else(|| count_by_scan(self), Ok)
+        // Without a record the scan hides expired keys, so only expiries still ahead count: only a
+        // store that has not had a write since counts were kept reads this way.
+        counts_record(self)?.map_or_else(|| count_by_scan(self, self.now_ms.saturating_add(1)), Ok)
     }
 }
