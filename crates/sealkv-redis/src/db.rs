@@ -90,27 +90,48 @@ pub struct BatchDb<'a, 'b> {
     ts: u64,
     seed: u64,
     delta: &'a mut CountDelta,
-    /// The last meta record read or written (store key, `None` if absent else its expiry), so the
-    /// write that follows a command's lookup of the same key counts without a second read.
-    last_meta: RefCell<Option<(Vec<u8>, Option<u64>)>>,
+    /// The last meta record read or written, so the write that follows a command's lookup of the
+    /// same key counts without a second read.
+    last_meta: RefCell<LastMeta>,
 }
 
 impl<'a, 'b> BatchDb<'a, 'b> {
     /// Writes at commit timestamp `ts` (HLC: its upper 48 bits are the entry's ms); `seed` feeds
     /// random picks and must be derived from the entry alone. Meta writes are counted in `delta`.
     pub fn new(batch: &'a mut ApplyBatch<'b>, ts: u64, seed: u64, delta: &'a mut CountDelta) -> Self {
-        BatchDb { batch, ts, seed, delta, last_meta: RefCell::new(None) }
+        BatchDb { batch, ts, seed, delta, last_meta: RefCell::new(LastMeta::default()) }
     }
 
     /// Counts a meta record's change to `after` (`None`: deleted, else its expiry).
     fn count_meta(&mut self, key: &[u8], after: Option<u64>) -> Result<(), DbError> {
-        let before = match self.last_meta.take() {
-            Some((k, state)) if k == key => state,
-            _ => presence(self.batch.latest(key)?),
+        let before = match self.last_meta.get_mut().state_of(key) {
+            Some(state) => state,
+            None => presence(self.batch.latest(key)?),
         };
         self.delta.record(before, after);
-        *self.last_meta.get_mut() = Some((key.to_vec(), after));
+        self.last_meta.get_mut().set(key, after);
         Ok(())
+    }
+}
+
+/// One meta record's state: its store key (the buffer is reused, so noting costs no allocation)
+/// and `None` if absent, else its expiry. Empty until the first note.
+#[derive(Default)]
+struct LastMeta {
+    key: Vec<u8>,
+    state: Option<Option<u64>>,
+}
+
+impl LastMeta {
+    fn set(&mut self, key: &[u8], state: Option<u64>) {
+        self.key.clear();
+        self.key.extend_from_slice(key);
+        self.state = Some(state);
+    }
+
+    /// The noted state if `key` is the noted key.
+    fn state_of(&self, key: &[u8]) -> Option<Option<u64>> {
+        self.state.filter(|_| self.key == key)
     }
 }
 
@@ -173,7 +194,7 @@ impl Db for BatchDb<'_, '_> {
     fn get(&self, key: &[u8]) -> Result<Option<Stored>, DbError> {
         let s = stored(self.batch.latest(key)?);
         if layout::is_meta(key) {
-            *self.last_meta.borrow_mut() = Some((key.to_vec(), s.as_ref().map(|s| s.expire_at_ms)));
+            self.last_meta.borrow_mut().set(key, s.as_ref().map(|s| s.expire_at_ms));
         }
         Ok(s)
     }
