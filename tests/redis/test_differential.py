@@ -420,6 +420,29 @@ class Differential(unittest.TestCase):
         self.assertEqual(counts[0], (5, 2), f"redis-server {REDIS.version}")
         self.assertEqual(counts[0], counts[1], f"redis-server {REDIS.version}, then sealkv")
 
+    def test_past_expiry_times_delete_at_once_and_dbsize_sees_it(self):
+        """EXPIRE with a time already past, and GETEX with a past EXAT/PXAT, delete the key there and
+        then, so DBSIZE drops at once (also inside MULTI, where DBSIZE counts the transaction's own
+        writes). SET with a past PXAT keeps the key until expiry removes it, in both: not compared,
+        as that removal is timing."""
+        script = [["SET", "a", "1"], ["SET", "b", "1"], ["SET", "c", "1"], ["HSET", "h", "f", "v"],
+                  ["GETEX", "a", "PXAT", "1000"], ["DBSIZE"], ["EXPIREAT", "b", "1"], ["DBSIZE"],
+                  ["PEXPIRE", "h", "-5"], ["DBSIZE"], ["GETEX", "c", "EXAT", "1"], ["EXISTS", "a", "b", "c", "h"],
+                  ["SET", "d", "1", "EX", "100"], ["SET", "e", "1"]]
+        steps = [["MULTI"], ["SET", "x", "1"], ["DBSIZE"], ["EXPIRE", "x", "0"], ["DBSIZE"], ["GETEX", "e", "PXAT", "5"],
+                 ["DBSIZE"], ["EXEC"]]
+        outcomes = []
+        for cli in (redis.Redis(port=REDIS.port, socket_timeout=30, single_connection_client=True),
+                    DEV.client(0, single_connection_client=True)):
+            cli.flushall()
+            replies = [run(cli, c) for c in script]
+            replies.append(transaction(cli, steps))
+            db0 = cli.info("keyspace")["db0"]
+            replies.append((db0["keys"], db0["expires"]))
+            outcomes.append(replies)
+        self.assertEqual(outcomes[0][-1], (1, 1), f"redis-server {REDIS.version}")
+        self.assertEqual(outcomes[0], outcomes[1], f"redis-server {REDIS.version}, then sealkv")
+
     def test_glob_patterns_match_as_in_redis(self):
         """KEYS with every kind of glob, odd ones included (open classes, ranges that swallow the
         closing bracket, escapes at the end)."""

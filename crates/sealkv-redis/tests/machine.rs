@@ -258,6 +258,7 @@ const COUNTED: &[&str] = &[
     "GETDEL {a}",
     "GETEX {a} PERSIST",
     "GETEX {a} PX {t}",
+    "GETEX {a} PXAT 1",
     "MSET {a} 1 {b} 2",
     "MSETNX {a} 1 {b} 2",
     "INCR {a}",

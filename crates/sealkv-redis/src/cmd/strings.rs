@@ -164,10 +164,11 @@ pub(super) fn getex(ctx: &mut Ctx<'_>, a: &Args<'_>) -> Res {
         None if persist => Some(0),
         None => None,
     };
-    if let Some(e) = new_expire
-        && e != live.expire
-    {
-        ctx.save(key, &live.meta, e, live.expire)?;
+    match new_expire {
+        // An EXAT/PXAT already past deletes the key, as in Redis (EX and PX are always ahead).
+        Some(e) if e != 0 && e <= ctx.now() => ctx.remove(key, &live)?,
+        Some(e) if e != live.expire => ctx.save(key, &live.meta, e, live.expire)?,
+        _ => {}
     }
     Ok(Reply::opt(string_of(Some(live)).map(|(v, _)| v)))
 }
