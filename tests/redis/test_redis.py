@@ -778,6 +778,13 @@ class Failures(unittest.TestCase):
                         got = rc.mget(list(acked))
                         missing = [k for k, v in zip(acked, got) if v != k.encode()]
                         self.assertEqual(missing, [], f"acknowledged writes lost on port {p}")
+                    # The new leader kept its keyspace counts as a follower through the crash:
+                    # they equal the keys it holds (acknowledged or not, and the start-up probe).
+                    rc = redis.Redis(port=follower, socket_timeout=30)
+                    held = len(rc.keys("*"))
+                    self.assertGreaterEqual(held, len(acked))
+                    self.assertEqual(rc.dbsize(), held)
+                    self.assertEqual(rc.info("keyspace")["db0"]["keys"], held)
                     break
                 except redis.ResponseError:
                     if time.time() > deadline:
