@@ -110,7 +110,7 @@ pub fn counts_key() -> Vec<u8> {
 
 /// The keyspace's counts, kept by the apply path so DBSIZE and INFO keyspace read one record
 /// instead of scanning every key. As in Redis, a key counts from its write until its removal: an
-/// expired key the leader's sweep has not removed yet still counts (for at most a sweep round).
+/// expired key still counts until the leader's expiry sweep (or a write to it) removes it.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Counts {
     /// Meta records present (the keys).
