@@ -680,7 +680,9 @@ def samples(body):
             typed.add(line.split()[2])
         elif line and not line.startswith("#"):
             name, value = line.rsplit(" ", 1)
-            assert name.split("{")[0] in typed, f"{name} has no TYPE line"
+            family = name.split("{")[0]
+            # A summary's samples are its family name with _sum and _count.
+            assert family in typed or family.rsplit("_", 1)[0] in typed, f"{name} has no TYPE line"
             out[name] = float(value)
     return out
 
@@ -708,6 +710,9 @@ class Metrics(Base):
                 self.assertEqual(m[f'sealkv_encryption_decrypt_failures_total{{reason="{reason}"}}'], 0)
             self.assertGreater(m["sealkv_raft_last_applied_index"], 0)
             self.assertIn("sealkv_redis_connected_clients", m)
+            # Every node unwrapped its DEKs through the KEK when they were created and applied.
+            self.assertGreaterEqual(m["sealkv_encryption_kek_unwrap_seconds_count"], 2)
+            self.assertGreater(m["sealkv_encryption_kek_unwrap_seconds_sum"], 0)
 
     def test_counters_follow_writes_on_every_replica(self):
         before = self.scrape_all()
@@ -731,8 +736,12 @@ class Metrics(Base):
         for i in range(3):
             # Every replica seals its own copy of each value: 50 values at least, on every node.
             self.assertGreaterEqual(after[i][storage[i]] - before[i].get(storage[i], 0), 50, f"node {i}")
-        # Only the leader wraps Raft payloads.
+        # Only the leader wraps Raft payloads, and it says up to which log index under which DEK.
         self.assertGreaterEqual(after[leader][raft] - before[leader].get(raft, 0), 1)
+        proposed = raft.replace("writes_total", "last_proposed_index")
+        self.assertGreater(after[leader][proposed], before[leader].get(proposed, 0))
+        self.assertGreaterEqual(after[leader][proposed], after[leader]["sealkv_encryption_raft_cutover_index"])
+        self.assertLessEqual(after[leader][proposed], after[leader]["sealkv_raft_last_log_index"])
         self.assertGreater(after[leader]["sealkv_redis_commands_processed_total"],
                            before[leader]["sealkv_redis_commands_processed_total"])
 

@@ -59,6 +59,10 @@ pub struct Coordinator {
     reads_done: AtomicU64,
     read_gate: Mutex<()>,
     lease: std::sync::Mutex<Option<ReadLease>>,
+    /// Per raft DEK id, the newest log index this node proposed under it (while it led), for
+    /// `sealkv_encryption_last_proposed_index`: once the log is purged past it, no entry in
+    /// the log needs that DEK.
+    last_proposed: std::sync::Mutex<std::collections::BTreeMap<u32, u64>>,
 }
 
 /// A quorum acknowledged this leader in `term` under the membership applied at `membership`, in a
@@ -109,7 +113,15 @@ impl Coordinator {
             reads_done: AtomicU64::new(0),
             read_gate: Mutex::new(()),
             lease: std::sync::Mutex::new(None),
+            last_proposed: std::sync::Mutex::new(Default::default()),
         }
+    }
+
+    /// `(raft DEK id, newest log index proposed under it)` for every raft DEK this node proposed
+    /// under since it started.
+    pub fn last_proposed(&self) -> Vec<(u32, u64)> {
+        let m = self.last_proposed.lock().unwrap_or_else(|p| p.into_inner());
+        m.iter().map(|(k, v)| (*k, *v)).collect()
     }
 
     /// Stops client intake for `hold` (clients get `Unavailable` with `reason`).
@@ -190,16 +202,18 @@ impl Coordinator {
         if payload.len() > sealkv_raft::MAX_ENTRY_PAYLOAD {
             return Err(too_large(payload.len()));
         }
-        let data = if self.shared.cutover() != 0 {
+        let (data, key_id) = if self.shared.cutover() != 0 {
             let Some(sealer) = self.shared.raft_sealer() else {
                 return Err(ApiError::new(
                     "Internal",
                     "the raft envelope is on but no raft DEK is loaded here; nothing is proposed cleartext",
                 ));
             };
-            sealer.wrap_raft(&payload).map_err(|e| ApiError::new("Internal", format!("wrap failed: {e}")))?
+            let wrapped =
+                sealer.wrap_raft(&payload).map_err(|e| ApiError::new("Internal", format!("wrap failed: {e}")))?;
+            (wrapped, Some(sealer.key_id()))
         } else {
-            payload
+            (payload, None)
         };
         let (started, before) = (Instant::now(), self.view());
         match self.raft.client_write(Payload(data)).await {
@@ -207,6 +221,11 @@ impl Coordinator {
                 // Committed: a quorum accepted an AppendEntries sent after `started`.
                 if r.log_id.leader_id.term == before.term {
                     self.renew_lease(started, before);
+                }
+                if let Some(id) = key_id {
+                    let mut m = self.last_proposed.lock().unwrap_or_else(|p| p.into_inner());
+                    let newest = m.entry(id).or_default();
+                    *newest = (*newest).max(r.log_id.index);
                 }
                 Ok(r.data)
             }

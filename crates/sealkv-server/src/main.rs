@@ -15,6 +15,7 @@ mod coordinator;
 mod dev;
 mod encryption;
 mod gc;
+mod kek_timer;
 mod log_budget;
 mod metrics;
 mod node;

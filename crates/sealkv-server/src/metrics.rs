@@ -148,6 +148,18 @@ pub fn render(sources: &Sources) -> String {
         "gauge",
         e.keys.iter().map(|k| ("key_id", k.id.to_string(), u64::from(k.local_epoch))),
     );
+    out.family(
+        "encryption_last_proposed_index",
+        "Per raft DEK, the newest log index this node proposed under it while it led (this process).",
+        "gauge",
+        app.coordinator.last_proposed().into_iter().map(|(id, index)| ("key_id", id.to_string(), index)),
+    );
+    out.summary(
+        "encryption_kek_unwrap_seconds",
+        "Time the KEK took to unwrap DEKs during this process load (start, rotations), failures included.",
+        app.kek_unwraps.seconds(),
+        app.kek_unwraps.count(),
+    );
     let sealers = [app.shared.store.sealer(), app.shared.raft_sealer()];
     out.family(
         "encryption_writes_total",
@@ -184,6 +196,13 @@ impl Exposition {
     fn counter(&mut self, name: &str, help: &str, value: u64) {
         self.head(name, help, "counter");
         let _ = writeln!(self.text, "sealkv_{name} {value}");
+    }
+
+    /// A summary without quantiles: its sum and count.
+    fn summary(&mut self, name: &str, help: &str, sum: f64, count: u64) {
+        self.head(name, help, "summary");
+        let _ = writeln!(self.text, "sealkv_{name}_sum {sum}");
+        let _ = writeln!(self.text, "sealkv_{name}_count {count}");
     }
 
     /// A family with one label; the header is written even when there is no sample, so a
@@ -227,12 +246,14 @@ mod tests {
         e.counter("x_total", "a \\ b\nc", 3);
         e.family("f", "F.", "gauge", [("key_id", "12".to_owned(), 1), ("key_id", "a\"b\\c\nd".to_owned(), 2)]);
         e.family("empty", "None yet.", "counter", []);
+        e.summary("s_seconds", "S.", 0.25, 2);
         assert_eq!(
             e.text,
             "# HELP sealkv_raft_term Current Raft term.\n# TYPE sealkv_raft_term gauge\nsealkv_raft_term 7\n\
              # HELP sealkv_x_total a \\\\ b\\nc\n# TYPE sealkv_x_total counter\nsealkv_x_total 3\n\
              # HELP sealkv_f F.\n# TYPE sealkv_f gauge\nsealkv_f{key_id=\"12\"} 1\nsealkv_f{key_id=\"a\\\"b\\\\c\\nd\"} 2\n\
-             # HELP sealkv_empty None yet.\n# TYPE sealkv_empty counter\n"
+             # HELP sealkv_empty None yet.\n# TYPE sealkv_empty counter\n\
+             # HELP sealkv_s_seconds S.\n# TYPE sealkv_s_seconds summary\nsealkv_s_seconds_sum 0.25\nsealkv_s_seconds_count 2\n"
         );
     }
 }

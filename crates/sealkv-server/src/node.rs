@@ -12,6 +12,8 @@ use openraft::{ChangeMembers, Config, SnapshotPolicy};
 use sealkv_crypto::applier::Applier;
 use sealkv_crypto::guards::{self, StartupInputs};
 use sealkv_crypto::kek::{FileKek, KekProvider};
+
+use crate::kek_timer::{TimedKek, UnwrapTimings};
 use sealkv_crypto::wire::EncryptionEntry;
 use sealkv_crypto::{Keystore, full_node_id};
 use sealkv_raft::command::Op;
@@ -143,7 +145,8 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
     let sidecar_dir = sealkv_crypto::sidecar::Sidecar::dir(&args.data_dir);
     // Guards 1 and 2 need nothing opened; run them before touching the store.
     guards::sidecar_needs_flag(&sidecar_dir, args.encryption_enabled)?;
-    let kek = load_kek(&args)?;
+    let kek_unwraps = Arc::new(UnwrapTimings::default());
+    let kek = load_kek(&args)?.map(|k| -> Arc<dyn KekProvider> { Arc::new(TimedKek::new(k, kek_unwraps.clone())) });
     guards::kek_required(args.encryption_enabled, kek.is_some())?;
 
     let keystore = Arc::new(Keystore::new());
@@ -236,6 +239,7 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
         name: args.node_id.clone(),
         addr: advertise,
         kek: kek.clone().filter(|_| args.encryption_enabled),
+        kek_unwraps,
         log: log_reader.clone(),
     });
 
@@ -434,6 +438,8 @@ pub struct App {
     pub(crate) addr: String,
     /// The KEK, when the node runs with `--encryption-enabled` (otherwise `None`).
     pub(crate) kek: Option<Arc<dyn KekProvider>>,
+    /// How long the KEK's unwraps took (`sealkv_encryption_kek_unwrap_seconds`).
+    pub(crate) kek_unwraps: Arc<UnwrapTimings>,
     /// The Raft log's reader half, for its size (`INFO replication`).
     pub(crate) log: LogStore,
 }
