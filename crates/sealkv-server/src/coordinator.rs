@@ -59,9 +59,9 @@ pub struct Coordinator {
     reads_done: AtomicU64,
     read_gate: Mutex<()>,
     lease: std::sync::Mutex<Option<ReadLease>>,
-    /// Per raft DEK id, the newest log index this node proposed under it (while it led), for
-    /// `sealkv_encryption_last_proposed_index`: once the log is purged past it, no entry in
-    /// the log needs that DEK.
+    /// Per raft DEK id, the newest log index this process proposed under it (while it led), for
+    /// `sealkv_encryption_last_proposed_index`. Other leaders, and this node's earlier processes,
+    /// may have proposed under the same DEK at other indexes: the figure is this process's own.
     last_proposed: std::sync::Mutex<std::collections::BTreeMap<u32, u64>>,
 }
 

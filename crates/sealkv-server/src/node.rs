@@ -12,8 +12,6 @@ use openraft::{ChangeMembers, Config, SnapshotPolicy};
 use sealkv_crypto::applier::Applier;
 use sealkv_crypto::guards::{self, StartupInputs};
 use sealkv_crypto::kek::{FileKek, KekProvider};
-
-use crate::kek_timer::{TimedKek, UnwrapTimings};
 use sealkv_crypto::wire::EncryptionEntry;
 use sealkv_crypto::{Keystore, full_node_id};
 use sealkv_raft::command::Op;
@@ -25,6 +23,7 @@ use sealkv_store::{Direction, KeyRange, Store, StoreOptions};
 use crate::api::{self, ApiError, ClusterStatus, Envelope, MemberStatus, Request, Response, WriteOp};
 use crate::coordinator::{Coordinator, Hold, now_ms};
 use crate::encryption;
+use crate::kek_timer::{TimedKek, UnwrapTimings};
 use crate::redis;
 
 /// Everything `sealkv server` is told on its command line.

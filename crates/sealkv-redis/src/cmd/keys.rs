@@ -151,15 +151,18 @@ pub(super) fn keys(ctx: &mut Ctx<'_>, a: &Args<'_>) -> Res {
 }
 
 pub(super) fn dbsize(ctx: &mut Ctx<'_>, _: &Args<'_>) -> Res {
-    Ok(Reply::Int(i64::try_from(ctx.db.counts()?.keys).unwrap_or(i64::MAX)))
+    Ok(count_reply(ctx.db.counts()?.keys))
+}
+
+fn count_reply(n: u64) -> Reply {
+    Reply::Int(i64::try_from(n).unwrap_or(i64::MAX))
 }
 
 /// INFO keyspace's counts, `[keys, expires]`, from the record the apply path keeps (see
 /// [`crate::layout::Counts`]): one read however many keys there are.
 pub(super) fn keyspace(ctx: &mut Ctx<'_>, _: &Args<'_>) -> Res {
     let c = ctx.db.counts()?;
-    let int = |n: u64| Reply::Int(i64::try_from(n).unwrap_or(i64::MAX));
-    Ok(Reply::Array(vec![int(c.keys), int(c.expires)]))
+    Ok(Reply::Array(vec![count_reply(c.keys), count_reply(c.expires)]))
 }
 
 pub(super) fn randomkey(ctx: &mut Ctx<'_>, _: &Args<'_>) -> Res {

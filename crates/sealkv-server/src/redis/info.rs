@@ -28,7 +28,7 @@ pub async fn server_command(fe: &Frontend, st: &mut State, args: &[Vec<u8>]) -> 
         b"echo" => Reply::bulk(Args(args).get(1)),
         // Only database 0 exists; the index is parsed first, as Redis does.
         b"select" => match sealkv_redis::keyspace::int(Args(args).get(1)) {
-            None => Reply::err("ERR value is not an integer or out of range"),
+            None => Reply::err(sealkv_redis::keyspace::msg::NOT_INT),
             Some(0) => Reply::Ok,
             Some(_) => Reply::err("ERR DB index is out of range"),
         },
