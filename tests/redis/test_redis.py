@@ -745,6 +745,39 @@ class Metrics(Base):
         self.assertGreater(after[leader]["sealkv_redis_commands_processed_total"],
                            before[leader]["sealkv_redis_commands_processed_total"])
 
+    def test_write_path_stages_are_timed_where_they_run(self):
+        def grew(m0, m1, name):
+            return m1[name + "_count"] - m0.get(name + "_count", 0), m1[name + "_sum"] - m0.get(name + "_sum", 0)
+
+        before = self.scrape_all()
+        leader = DEV.ports.index(DEV.leader_port())
+        self.leader.set(self.k("stage"), "v")
+        follower = redis.Redis(port=next(p for p in DEV.ports if p != DEV.leader_port()), socket_timeout=30)
+        self.assertEqual(follower.get(self.k("stage")), b"v")  # forwarded: the leader times the read
+        deadline = time.time() + 10
+        while True:
+            after = self.scrape_all()
+            if all(grew(b, a, "sealkv_raft_apply_seconds")[0] > 0 for b, a in zip(before, after)) \
+                    or time.time() > deadline:
+                break
+            time.sleep(0.1)
+        for i in range(3):
+            # Every replica appends the entry to its log and applies it.
+            for stage in ("sealkv_raft_log_append_seconds", "sealkv_raft_apply_seconds"):
+                count, secs = grew(before[i], after[i], stage)
+                self.assertGreaterEqual(count, 1, f"{stage} on node {i}")
+                self.assertGreater(secs, 0, f"{stage} on node {i}")
+        # Only the leader proposes, replicates and runs Redis commands.
+        for stage in ("sealkv_raft_append_entries_seconds", "sealkv_raft_propose_seconds",
+                      "sealkv_redis_write_seconds", "sealkv_redis_read_seconds"):
+            count, secs = grew(before[leader], after[leader], stage)
+            self.assertGreaterEqual(count, 1, stage)
+            self.assertGreater(secs, 0, stage)
+        # A proposal spans the leader's own append of the same entries: its mean is the larger.
+        m = after[leader]
+        self.assertGreater(m["sealkv_raft_propose_seconds_sum"] / m["sealkv_raft_propose_seconds_count"],
+                           m["sealkv_raft_log_append_seconds_sum"] / m["sealkv_raft_log_append_seconds_count"])
+
     def test_other_paths_and_methods_are_refused_and_no_key_bytes_are_served(self):
         self.assertEqual(scrape(DEV.metrics_ports[1], "/")[0], 404)
         self.assertEqual(scrape(DEV.metrics_ports[1], "/metrics", method="POST")[0], 405)

@@ -5,6 +5,7 @@
 //!   that unwraps Raft payloads, and the place every apply failure halts.
 //! - [`command`]: the KV command payloads (opcodes 0x00/0x01).
 //! - [`network`]: the gRPC transport (one service per node for Raft, KV and admin calls).
+//! - [`timing`]: how long each stage of the write path takes, for the metrics endpoint.
 
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::indexing_slicing))]
 #![warn(missing_docs)]
@@ -18,6 +19,7 @@ pub mod log_store;
 pub mod machine_frame;
 pub mod network;
 pub mod state_machine;
+pub mod timing;
 pub mod types;
 
 pub use machine_frame::encode as machine_payload;

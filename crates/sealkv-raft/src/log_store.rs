@@ -15,6 +15,7 @@ use std::collections::VecDeque;
 use std::fmt::Debug;
 use std::ops::{Bound, RangeBounds};
 use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Instant;
 
 use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
 use openraft::storage::{LogFlushed, LogState, RaftLogStorage};
@@ -23,6 +24,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::codec;
+use crate::timing::Timing;
 use crate::types::{Entry, LogId, StorageError, TypeConfig};
 
 const LOG: &str = "raft_log";
@@ -38,6 +40,7 @@ pub struct LogStore {
     log: Keyspace,
     state: Keyspace,
     sizes: Arc<Mutex<LogSizes>>,
+    appends: Arc<Timing>,
 }
 
 /// The encoded size of every entry present in the log, in index order. Updated only after the
@@ -159,13 +162,19 @@ impl LogStore {
                 sizes.push(u64::from_be_bytes(k), v.len() as u64);
             }
         }
-        Ok(LogStore { db: db.clone(), log, state, sizes: Arc::new(Mutex::new(sizes)) })
+        Ok(LogStore { db: db.clone(), log, state, sizes: Arc::new(Mutex::new(sizes)), appends: Arc::default() })
     }
 
     /// Runs `f` on the size index (a poisoned lock is recovered: the index is updated by whole
     /// operations only, so it is never left half-changed).
     pub fn sizes<R>(&self, f: impl FnOnce(&LogSizes) -> R) -> R {
         f(&self.sizes.lock().unwrap_or_else(PoisonError::into_inner))
+    }
+
+    /// How long appends took: the journal write and its fsync, until the entries count as
+    /// stored (failed appends included).
+    pub fn append_timing(&self) -> &Timing {
+        &self.appends
     }
 
     fn sizes_mut(&self) -> std::sync::MutexGuard<'_, LogSizes> {
@@ -349,7 +358,9 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             added.push((e.log_id.index, v.len() as u64));
             b.insert(&self.log, e.log_id.index.to_be_bytes(), v);
         }
+        let started = Instant::now();
         let res = b.durability(Some(PersistMode::SyncData)).commit();
+        self.appends.observe(started);
         match res {
             Ok(()) => {
                 {

@@ -9,7 +9,7 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use openraft::Vote;
@@ -24,6 +24,7 @@ use tonic::transport::{Channel, Endpoint};
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::codec::{self, Blob, MAX_MESSAGE_LEN};
+use crate::timing::Timing;
 use crate::types::{Member, Raft, TypeConfig};
 
 /// Generated client and server of `sealkv.Node`.
@@ -53,20 +54,30 @@ pub fn client(ch: Channel) -> NodeClient<Channel> {
 
 /// Makes a connection per target.
 #[derive(Debug, Default, Clone)]
-pub struct NetworkFactory;
+pub struct NetworkFactory {
+    append_rpcs: Arc<Timing>,
+}
+
+impl NetworkFactory {
+    /// A factory whose connections time every AppendEntries round trip into `append_rpcs`.
+    pub fn timed(append_rpcs: Arc<Timing>) -> Self {
+        NetworkFactory { append_rpcs }
+    }
+}
 
 /// A connection to one target node.
 pub struct Connection {
     target: u64,
     addr: String,
     client: Option<NodeClient<Channel>>,
+    append_rpcs: Arc<Timing>,
 }
 
 impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
     type Network = Connection;
 
     async fn new_client(&mut self, target: u64, node: &Member) -> Connection {
-        Connection { target, addr: node.addr.clone(), client: None }
+        Connection { target, addr: node.addr.clone(), client: None, append_rpcs: self.append_rpcs.clone() }
     }
 }
 
@@ -165,7 +176,10 @@ impl RaftNetwork<TypeConfig> for Connection {
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<u64>, RPCError<u64, Member, RaftError<u64>>> {
-        self.unary(Which::Append, &rpc, option.hard_ttl()).await
+        let started = Instant::now();
+        let out = self.unary(Which::Append, &rpc, option.hard_ttl()).await;
+        self.append_rpcs.observe(started);
+        out
     }
 
     async fn vote(

@@ -17,6 +17,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 use arc_swap::ArcSwapOption;
 use openraft::storage::{RaftStateMachine, Snapshot, SnapshotMeta};
@@ -29,6 +30,7 @@ use sealkv_store::{Applied, ApplyBatch, Durability, EncryptionSnapshot, Snapshot
 use crate::codec;
 use crate::command::{Command, Op};
 use crate::machine_frame::{self, OP_MACHINE};
+use crate::timing::Timing;
 use crate::types::{ApplyResult, Entry, LogId, Member, SnapshotFile, StorageError, StoredMembership, TypeConfig};
 
 /// Why apply stopped: the entry, the key it was about (0 when none) and the reason.
@@ -79,6 +81,7 @@ pub struct Shared {
     halt: Mutex<Option<Halt>>,
     snapshot_dir: PathBuf,
     machine: std::sync::OnceLock<Arc<dyn Machine>>,
+    applies: Timing,
 }
 
 impl std::fmt::Debug for Shared {
@@ -123,6 +126,7 @@ impl Shared {
             halt: Mutex::new(None),
             snapshot_dir,
             machine: std::sync::OnceLock::new(),
+            applies: Timing::default(),
         });
         s.rearm();
         Ok(s)
@@ -171,6 +175,12 @@ impl Shared {
     /// The sealer proposals are wrapped with, once the cutover has applied here.
     pub fn raft_sealer(&self) -> Option<Arc<Sealer>> {
         self.raft_sealer.load_full()
+    }
+
+    /// How long apply calls took: each evaluates a run of committed entries and commits them as
+    /// one store batch (halted ones included).
+    pub fn apply_timing(&self) -> &Timing {
+        &self.applies
     }
 
     /// Why apply halted, if it did.
@@ -339,26 +349,9 @@ impl StateMachine {
         Ok(out)
     }
 
-    fn commit(&self, batch: ApplyBatch<'_>) -> Result<(), StorageError> {
-        let Some(last) = self.last_applied else { return Ok(()) };
-        let applied = Applied { index: last.index, log_id: self.position()? };
-        batch.commit(&applied, Durability::Buffered).map_err(sm_err)
-    }
-}
-
-impl RaftStateMachine<TypeConfig> for StateMachine {
-    type SnapshotBuilder = SnapshotBuilder;
-
-    async fn applied_state(&mut self) -> Result<(Option<LogId>, StoredMembership), StorageError> {
-        Ok((self.last_applied, self.membership.clone()))
-    }
-
-    async fn apply<I>(&mut self, entries: I) -> Result<Vec<ApplyResult>, StorageError>
-    where
-        I: IntoIterator<Item = Entry> + OptionalSend,
-        I::IntoIter: OptionalSend,
-    {
-        let entries: Vec<Entry> = entries.into_iter().collect();
+    /// Applies `entries` as one store batch; on a halt, commits the entries before the failing
+    /// one and records why (see the module docs).
+    fn apply_all(&mut self, entries: Vec<Entry>) -> Result<Vec<ApplyResult>, StorageError> {
         sealkv_crypto::failpoint::hit("raft.apply.before_batch");
         let start = (self.last_applied, self.membership.clone(), self.last_ts);
         let shared = self.shared.clone();
@@ -387,6 +380,31 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                 Err(StorageIOError::apply(failed, AnyError::new(&halt)).into())
             }
         }
+    }
+
+    fn commit(&self, batch: ApplyBatch<'_>) -> Result<(), StorageError> {
+        let Some(last) = self.last_applied else { return Ok(()) };
+        let applied = Applied { index: last.index, log_id: self.position()? };
+        batch.commit(&applied, Durability::Buffered).map_err(sm_err)
+    }
+}
+
+impl RaftStateMachine<TypeConfig> for StateMachine {
+    type SnapshotBuilder = SnapshotBuilder;
+
+    async fn applied_state(&mut self) -> Result<(Option<LogId>, StoredMembership), StorageError> {
+        Ok((self.last_applied, self.membership.clone()))
+    }
+
+    async fn apply<I>(&mut self, entries: I) -> Result<Vec<ApplyResult>, StorageError>
+    where
+        I: IntoIterator<Item = Entry> + OptionalSend,
+        I::IntoIter: OptionalSend,
+    {
+        let started = Instant::now();
+        let out = self.apply_all(entries.into_iter().collect());
+        self.shared.applies.observe(started);
+        out
     }
 
     async fn get_snapshot_builder(&mut self) -> SnapshotBuilder {

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use openraft::error::{ClientWriteError, RaftError};
 use sealkv_raft::command::{Command, Op};
+use sealkv_raft::timing::Timing;
 use sealkv_raft::{ApplyResult, Payload, Raft, Shared, machine_payload};
 use tokio::sync::{Mutex, RwLock};
 
@@ -63,6 +64,8 @@ pub struct Coordinator {
     /// `sealkv_encryption_last_proposed_index`. Other leaders, and this node's earlier processes,
     /// may have proposed under the same DEK at other indexes: the figure is this process's own.
     last_proposed: std::sync::Mutex<std::collections::BTreeMap<u32, u64>>,
+    /// How long proposals took, from `client_write` until applied here.
+    proposals: Timing,
 }
 
 /// A quorum acknowledged this leader in `term` under the membership applied at `membership`, in a
@@ -114,7 +117,15 @@ impl Coordinator {
             read_gate: Mutex::new(()),
             lease: std::sync::Mutex::new(None),
             last_proposed: std::sync::Mutex::new(Default::default()),
+            proposals: Timing::default(),
         }
+    }
+
+    /// How long this node's proposals took while it led: from `client_write` until the entry
+    /// applied here (leader log append, replication to a quorum, commit, apply), failures
+    /// included.
+    pub fn propose_timing(&self) -> &Timing {
+        &self.proposals
     }
 
     /// `(raft DEK id, newest log index proposed under it)` for every raft DEK this node proposed
@@ -216,7 +227,9 @@ impl Coordinator {
             (payload, None)
         };
         let (started, before) = (Instant::now(), self.view());
-        match self.raft.client_write(Payload(data)).await {
+        let written = self.raft.client_write(Payload(data)).await;
+        self.proposals.observe(started);
+        match written {
             Ok(r) => {
                 // Committed: a quorum accepted an AppendEntries sent after `started`.
                 if r.log_id.leader_id.term == before.term {

@@ -5,47 +5,23 @@
 
 use std::fmt;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 use sealkv_crypto::DEK_LEN;
 use sealkv_crypto::kek::{DekIdentity, KekError, KekProvider};
+use sealkv_raft::timing::Timing;
 use zeroize::Zeroizing;
 
-/// Unwraps done by this process and the time they took, failed ones included.
-#[derive(Debug, Default)]
-pub struct UnwrapTimings {
-    nanos: AtomicU64,
-    count: AtomicU64,
-}
-
-impl UnwrapTimings {
-    /// Total seconds spent in unwraps.
-    pub fn seconds(&self) -> f64 {
-        self.nanos.load(Ordering::Relaxed) as f64 / 1e9
-    }
-
-    /// Unwraps done.
-    pub fn count(&self) -> u64 {
-        self.count.load(Ordering::Relaxed)
-    }
-
-    fn observe(&self, started: Instant) {
-        let nanos = u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX);
-        self.nanos.fetch_add(nanos, Ordering::Relaxed);
-        self.count.fetch_add(1, Ordering::Relaxed);
-    }
-}
-
-/// A KEK whose unwraps are timed into [`UnwrapTimings`]; wraps pass straight through.
+/// A KEK whose unwraps, failed ones included, are timed into a [`Timing`]; wraps pass straight
+/// through.
 pub struct TimedKek {
     inner: Arc<dyn KekProvider>,
-    timings: Arc<UnwrapTimings>,
+    timings: Arc<Timing>,
 }
 
 impl TimedKek {
     /// Times `inner`'s unwraps into `timings`.
-    pub fn new(inner: Arc<dyn KekProvider>, timings: Arc<UnwrapTimings>) -> Self {
+    pub fn new(inner: Arc<dyn KekProvider>, timings: Arc<Timing>) -> Self {
         TimedKek { inner, timings }
     }
 }
@@ -82,7 +58,7 @@ mod tests {
     #[test]
     fn unwraps_are_counted_and_timed_and_answer_as_the_kek_does() {
         let inner: Arc<dyn KekProvider> = Arc::new(LocalKek::new(&Zeroizing::new([7u8; 32]), "test".into()).unwrap());
-        let timings = Arc::new(UnwrapTimings::default());
+        let timings = Arc::new(Timing::default());
         let kek = TimedKek::new(inner.clone(), timings.clone());
         let id = DekIdentity { purpose: Purpose::Storage, dek_id: 3 };
         let wrapped = kek.wrap(id, &[9u8; DEK_LEN]).unwrap();

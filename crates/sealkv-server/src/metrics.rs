@@ -1,8 +1,9 @@
 //! Prometheus metrics on `--listen-metrics` (`GET /metrics`, text exposition 0.0.4, prefix
 //! `sealkv_`), spec 03 §7. Every figure is read at scrape time from the state the node already
 //! keeps (raft metrics, the sidecar, the sealers' nonce counters, the row cache, the crypto
-//! layer's refusal counters), so serving metrics adds nothing to the request path. Labels carry
-//! key ids, purposes and reasons only: never key bytes, wrapped or not.
+//! layer's refusal counters, the write path's stage timings), so serving metrics adds nothing to
+//! the request path. Labels carry key ids, purposes and reasons only: never key bytes, wrapped
+//! or not.
 
 use std::convert::Infallible;
 use std::fmt::Write as _;
@@ -16,6 +17,7 @@ use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use openraft::ServerState;
 use sealkv_crypto::envelope::decrypt_failures;
+use sealkv_raft::timing::Timing;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 
@@ -101,6 +103,37 @@ pub fn render(sources: &Sources) -> String {
     let log = app.log.sizes(|s| s.usage());
     out.gauge("raft_log_entries", "Entries held in the Raft log.", log.entries);
     out.gauge("raft_log_bytes", "Encoded bytes held in the Raft log.", log.bytes);
+    // Where a write's time goes, stage by stage (mean = rate(_sum) / rate(_count)).
+    out.timing(
+        "raft_log_append_seconds",
+        "Raft log appends on this node: the journal write and its fsync, before the entries count as stored.",
+        app.log.append_timing(),
+    );
+    out.timing(
+        "raft_append_entries_seconds",
+        "AppendEntries this node sent while leading, round trip (the follower's log append included).",
+        &app.append_rpcs,
+    );
+    out.timing(
+        "raft_apply_seconds",
+        "Apply calls on this node: each evaluates a run of committed entries and writes them as one store batch.",
+        app.shared.apply_timing(),
+    );
+    out.timing(
+        "raft_propose_seconds",
+        "Proposals this node made while leading, until applied here (log append, replication, commit, apply).",
+        app.coordinator.propose_timing(),
+    );
+    out.timing(
+        "redis_write_seconds",
+        "Redis writes this node ran as leader: group-commit wait, proposal and apply.",
+        &app.redis.writes,
+    );
+    out.timing(
+        "redis_read_seconds",
+        "Redis reads this node ran as leader: read barrier (or lease) and evaluation.",
+        &app.redis.reads,
+    );
     out.gauge(
         "apply_halted",
         "1 when apply stopped on an error (see the log and the runbook); nothing is applied past it.",
@@ -154,11 +187,10 @@ pub fn render(sources: &Sources) -> String {
         "gauge",
         app.coordinator.last_proposed().into_iter().map(|(id, index)| ("key_id", id.to_string(), index)),
     );
-    out.summary(
+    out.timing(
         "encryption_kek_unwrap_seconds",
         "Time the KEK took to unwrap DEKs during this process load (start, rotations), failures included.",
-        app.kek_unwraps.seconds(),
-        app.kek_unwraps.count(),
+        &app.kek_unwraps,
     );
     let sealers = [app.shared.store.sealer(), app.shared.raft_sealer()];
     out.family(
@@ -196,6 +228,11 @@ impl Exposition {
     fn counter(&mut self, name: &str, help: &str, value: u64) {
         self.head(name, help, "counter");
         let _ = writeln!(self.text, "sealkv_{name} {value}");
+    }
+
+    /// A [`Timing`] as a summary without quantiles.
+    fn timing(&mut self, name: &str, help: &str, t: &Timing) {
+        self.summary(name, help, t.seconds(), t.count());
     }
 
     /// A summary without quantiles: its sum and count.

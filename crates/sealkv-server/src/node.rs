@@ -17,13 +17,14 @@ use sealkv_crypto::{Keystore, full_node_id};
 use sealkv_raft::command::Op;
 use sealkv_raft::log_store::LogStore;
 use sealkv_raft::network::{AppFuture, AppHandler, NetworkFactory, NodeService};
+use sealkv_raft::timing::Timing;
 use sealkv_raft::{Member, Raft, Shared, StateMachine, codec};
 use sealkv_store::{Direction, KeyRange, Store, StoreOptions};
 
 use crate::api::{self, ApiError, ClusterStatus, Envelope, MemberStatus, Request, Response, WriteOp};
 use crate::coordinator::{Coordinator, Hold, now_ms};
 use crate::encryption;
-use crate::kek_timer::{TimedKek, UnwrapTimings};
+use crate::kek_timer::TimedKek;
 use crate::redis;
 
 /// Everything `sealkv server` is told on its command line.
@@ -144,7 +145,7 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
     let sidecar_dir = sealkv_crypto::sidecar::Sidecar::dir(&args.data_dir);
     // Guards 1 and 2 need nothing opened; run them before touching the store.
     guards::sidecar_needs_flag(&sidecar_dir, args.encryption_enabled)?;
-    let kek_unwraps = Arc::new(UnwrapTimings::default());
+    let kek_unwraps = Arc::new(Timing::default());
     let kek = load_kek(&args)?.map(|k| -> Arc<dyn KekProvider> { Arc::new(TimedKek::new(k, kek_unwraps.clone())) });
     guards::kek_required(args.encryption_enabled, kek.is_some())?;
 
@@ -225,7 +226,8 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
     }
     .validate()?;
     let log_reader = log.clone();
-    let raft = Raft::new(me, Arc::new(config), NetworkFactory, log, sm).await?;
+    let append_rpcs = Arc::new(Timing::default());
+    let raft = Raft::new(me, Arc::new(config), NetworkFactory::timed(append_rpcs.clone()), log, sm).await?;
     let coordinator = Arc::new(Coordinator::new(raft.clone(), shared.clone(), me));
     let advertise = args.advertise.clone().unwrap_or_else(|| args.listen_grpc.to_string());
     let redis_core = redis::Core::new(coordinator.clone(), shared.clone());
@@ -240,6 +242,7 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
         kek: kek.clone().filter(|_| args.encryption_enabled),
         kek_unwraps,
         log: log_reader.clone(),
+        append_rpcs,
     });
 
     let listener = tokio::net::TcpListener::bind(args.listen_grpc)
@@ -438,9 +441,11 @@ pub struct App {
     /// The KEK, when the node runs with `--encryption-enabled` (otherwise `None`).
     pub(crate) kek: Option<Arc<dyn KekProvider>>,
     /// How long the KEK's unwraps took (`sealkv_encryption_kek_unwrap_seconds`).
-    pub(crate) kek_unwraps: Arc<UnwrapTimings>,
-    /// The Raft log's reader half, for its size (`INFO replication`).
+    pub(crate) kek_unwraps: Arc<Timing>,
+    /// The Raft log's reader half, for its size (`INFO replication`) and its append timing.
     pub(crate) log: LogStore,
+    /// How long the AppendEntries this node sent as leader took, round trip.
+    pub(crate) append_rpcs: Arc<Timing>,
 }
 
 impl AppHandler for App {

@@ -13,8 +13,10 @@ pub mod proposer;
 pub mod sweep;
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use sealkv_raft::Shared;
+use sealkv_raft::timing::Timing;
 use sealkv_redis::cursor::Cursors;
 use sealkv_redis::machine;
 use sealkv_redis::reply::{decode_replies, encode_replies};
@@ -29,27 +31,45 @@ pub struct Core {
     shared: Arc<Shared>,
     proposer: proposer::Proposer,
     cursors: Cursors,
+    /// Writes this node ran as leader: group-commit wait, proposal and apply.
+    pub(crate) writes: Timing,
+    /// Reads this node ran as leader: the read barrier (or lease) and the evaluation.
+    pub(crate) reads: Timing,
 }
 
 impl Core {
     /// Starts the proposer.
     pub fn new(coordinator: Arc<Coordinator>, shared: Arc<Shared>) -> Arc<Core> {
         let proposer = proposer::Proposer::start(coordinator.clone());
-        Arc::new(Core { coordinator, shared, proposer, cursors: Cursors::default() })
+        Arc::new(Core {
+            coordinator,
+            shared,
+            proposer,
+            cursors: Cursors::default(),
+            writes: Timing::default(),
+            reads: Timing::default(),
+        })
     }
 
     /// Runs groups on this node, which leads: one reply per group.
     pub async fn lead(&self, write: bool, groups: Vec<Group>) -> Result<Vec<Reply>, ApiError> {
+        let started = Instant::now();
         if write {
             // Refused here, alone (local and forwarded writes both come this way): inside a
             // batch it would fail every command it was packed with.
             proposer::check_size(&groups)?;
-            return self.proposer.submit(groups).await;
+            let out = self.proposer.submit(groups).await;
+            self.writes.observe(started);
+            return out;
         }
-        self.coordinator.read_barrier().await?;
-        let cmds: Vec<Vec<Vec<u8>>> = groups.into_iter().flat_map(|g| g.cmds).collect();
-        let seed = now_ms() ^ cmds.len() as u64;
-        Ok(machine::read(&self.shared.store, now_ms(), seed, &self.cursors, &cmds))
+        let barrier = self.coordinator.read_barrier().await;
+        let out = barrier.map(|()| {
+            let cmds: Vec<Vec<Vec<u8>>> = groups.into_iter().flat_map(|g| g.cmds).collect();
+            let seed = now_ms() ^ cmds.len() as u64;
+            machine::read(&self.shared.store, now_ms(), seed, &self.cursors, &cmds)
+        });
+        self.reads.observe(started);
+        out
     }
 
     /// Answers a forwarded `Redis` request.
