@@ -126,12 +126,12 @@ pub fn render(sources: &Sources) -> String {
     );
     out.timing(
         "redis_write_seconds",
-        "Redis writes this node ran as leader: group-commit wait, proposal and apply.",
+        "Redis writes this node ran as leader, a connection's pipelined run once: group-commit wait, proposal, apply.",
         &app.redis.writes,
     );
     out.timing(
         "redis_read_seconds",
-        "Redis reads this node ran as leader: read barrier (or lease) and evaluation.",
+        "Redis reads this node ran as leader, a connection's pipelined run once: read barrier (or lease), evaluation.",
         &app.redis.reads,
     );
     out.gauge(

@@ -31,9 +31,11 @@ pub struct Core {
     shared: Arc<Shared>,
     proposer: proposer::Proposer,
     cursors: Cursors,
-    /// Writes this node ran as leader: group-commit wait, proposal and apply.
+    /// Writes this node ran as leader, one observation per `lead` call (a connection's run of
+    /// pipelined commands): group-commit wait, proposal and apply.
     pub(crate) writes: Timing,
-    /// Reads this node ran as leader: the read barrier (or lease) and the evaluation.
+    /// Reads this node ran as leader, one observation per `lead` call: the read barrier (or
+    /// lease) and the evaluation.
     pub(crate) reads: Timing,
 }
 
