@@ -52,6 +52,11 @@ pub struct ApplyBatch<'s> {
     /// Every data write of this batch by user key, so reads during apply see the batch's own
     /// earlier writes (one entry's INCR after another's in the same apply call).
     pending: BTreeMap<Vec<u8>, Version>,
+    /// The stored bytes of every version this batch writes, by MVCC key, handed to fjall at
+    /// commit. A key written twice at one timestamp (a Redis collection's metadata, rewritten by
+    /// every command of an entry that touches it) goes into the memtable once: inserting into the
+    /// memtable's skiplist is the largest cost of an apply.
+    versions: BTreeMap<Vec<u8>, Slice>,
     /// The newest version this batch wrote per version prefix (commit ts, row cache row or `None`
     /// when the cache would not keep it), for the newest-version index and, once committed, the
     /// row cache.
@@ -60,7 +65,7 @@ pub struct ApplyBatch<'s> {
 
 impl std::fmt::Debug for ApplyBatch<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ApplyBatch").field("writes", &self.inner.len()).field("max_ts", &self.max_ts).finish()
+        f.debug_struct("ApplyBatch").field("versions", &self.versions.len()).field("max_ts", &self.max_ts).finish()
     }
 }
 
@@ -77,6 +82,7 @@ impl Store {
             rows: BTreeMap::new(),
             removed_deks: BTreeSet::new(),
             pending: BTreeMap::new(),
+            versions: BTreeMap::new(),
             newest: HashMap::new(),
         }
     }
@@ -93,7 +99,7 @@ impl ApplyBatch<'_> {
         let stored =
             Slice::from(self.store.crypto.encode_live(self.since.is_some(), &mvcc_key, value, expire_at_ms)?);
         self.index_newest(&mvcc_key, commit_ts, || Some((value, expire_at_ms)), &stored)?;
-        self.inner.insert(&self.store.data, mvcc_key, stored);
+        self.versions.insert(mvcc_key, stored);
         self.pending.insert(user_key.to_vec(), Version { ts: commit_ts, value: Some((value.to_vec(), expire_at_ms)) });
         Ok(())
     }
@@ -103,7 +109,7 @@ impl ApplyBatch<'_> {
         let mvcc_key = self.version_key(user_key, commit_ts)?;
         let stored = Slice::from(&ValueHeader::TOMBSTONE.encode()[..]);
         self.index_newest(&mvcc_key, commit_ts, || None, &stored)?;
-        self.inner.insert(&self.store.data, mvcc_key, stored);
+        self.versions.insert(mvcc_key, stored);
         self.pending.insert(user_key.to_vec(), Version { ts: commit_ts, value: None });
         Ok(())
     }
@@ -171,7 +177,7 @@ impl ApplyBatch<'_> {
             None => self.store.indexed_ts(prefix)?,
         };
         if newest.is_none_or(|ts| commit_ts >= ts) {
-            self.inner.insert(&self.store.latest, prefix, latest::encode_ts(commit_ts));
+            // The index entry itself is written at commit, once per prefix, from `newest`.
             let row = self.store.cache_row(prefix.len(), opened, stored.len(), || stored.clone());
             self.newest.insert(prefix.to_vec(), (commit_ts, row));
         }
@@ -197,6 +203,12 @@ impl ApplyBatch<'_> {
     pub fn commit(mut self, applied: &Applied, durability: Durability) -> Result<(), StoreError> {
         if applied.log_id.len() > MAX_LOG_ID_LEN {
             return Err(StoreError::CorruptMeta { name: "applied" });
+        }
+        for (mvcc_key, stored) in std::mem::take(&mut self.versions) {
+            self.inner.insert(&self.store.data, mvcc_key, stored);
+        }
+        for (prefix, (ts, _)) in &self.newest {
+            self.inner.insert(&self.store.latest, prefix.as_slice(), latest::encode_ts(*ts));
         }
         let meta = &self.store.meta;
         self.inner.insert(meta, meta::APPLIED, applied.encode());
