@@ -54,8 +54,8 @@ pub struct ApplyBatch<'s> {
     pending: BTreeMap<Vec<u8>, Version>,
     /// The stored bytes of every version this batch writes, by MVCC key, handed to fjall at
     /// commit. A key written twice at one timestamp (a Redis collection's metadata, rewritten by
-    /// every command of an entry that touches it) goes into the memtable once: inserting into the
-    /// memtable's skiplist is the largest cost of an apply.
+    /// every command of an entry that touches it) goes into the memtable once: skiplist inserts
+    /// were the largest cost of applying pipelined ZADD, HSET and LPUSH on one key.
     versions: BTreeMap<Vec<u8>, Slice>,
     /// The newest version this batch wrote per version prefix (commit ts, row cache row or `None`
     /// when the cache would not keep it), for the newest-version index and, once committed, the
