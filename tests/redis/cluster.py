@@ -14,6 +14,8 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.error
+import urllib.request
 
 import redis
 
@@ -200,3 +202,28 @@ class Servers:
                 p.kill()
                 p.wait()
         remove_dir(self.dir)
+
+
+def scrape(port, path="/metrics", method="GET"):
+    """(status, content type, body) of an HTTP request to a node's metrics listener."""
+    req = urllib.request.Request(f"http://127.0.0.1:{port}{path}", method=method)
+    try:
+        with urllib.request.urlopen(req, timeout=10) as r:
+            return r.status, r.headers.get("Content-Type"), r.read().decode()
+    except urllib.error.HTTPError as e:
+        return e.code, e.headers.get("Content-Type"), e.read().decode()
+
+
+def samples(body):
+    """The exposition's samples: 'name{labels}' -> value. Every sample has HELP and TYPE lines."""
+    out, typed = {}, set()
+    for line in body.splitlines():
+        if line.startswith("# TYPE "):
+            typed.add(line.split()[2])
+        elif line and not line.startswith("#"):
+            name, value = line.rsplit(" ", 1)
+            family = name.split("{")[0]
+            # A summary's samples are its family name with _sum and _count.
+            assert family in typed or family.rsplit("_", 1)[0] in typed, f"{name} has no TYPE line"
+            out[name] = float(value)
+    return out
