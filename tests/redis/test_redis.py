@@ -751,6 +751,26 @@ class Metrics(Base):
         self.assertGreater(m["sealkv_raft_propose_seconds_sum"] / m["sealkv_raft_propose_seconds_count"],
                            m["sealkv_raft_log_append_seconds_sum"] / m["sealkv_raft_log_append_seconds_count"])
 
+    def test_reads_that_walk_run_off_the_async_workers_and_point_reads_do_not(self):
+        name = "sealkv_redis_long_read_seconds_count"
+        leader = DEV.ports.index(DEV.leader_port())
+        h = self.k("walked")
+        self.leader.hset(h, mapping={f"f{i}": i for i in range(50)})
+        count = lambda: samples(scrape(DEV.metrics_ports[leader])[2])[name]
+        before = count()
+        self.assertIsNone(self.leader.get(self.k("walked-absent")))
+        self.assertEqual(self.leader.hget(h, "f1"), b"1")
+        with self.leader.pipeline(transaction=False) as p:
+            for i in range(8):
+                p.hget(h, f"f{i}")
+            self.assertEqual(p.execute(), [str(i).encode() for i in range(8)])
+        self.assertEqual(count(), before, "point reads and a short pipeline of them run inline")
+        self.assertEqual(len(self.leader.hgetall(h)), 50)
+        self.assertIn(h.encode(), self.leader.keys(self.k("walk*")))
+        # Over 512 arguments, even point reads are a long read.
+        self.assertEqual(self.leader.mget([self.k(f"absent{i}") for i in range(600)]), [None] * 600)
+        self.assertEqual(count(), before + 3)
+
     def test_other_paths_and_methods_are_refused_and_no_key_bytes_are_served(self):
         self.assertEqual(scrape(DEV.metrics_ports[1], "/")[0], 404)
         self.assertEqual(scrape(DEV.metrics_ports[1], "/metrics", method="POST")[0], 405)

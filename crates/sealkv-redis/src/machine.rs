@@ -46,6 +46,18 @@ pub fn run_group(db: &mut dyn Db, cursors: Option<&Cursors>, g: &Group) -> Resul
     Ok(if g.exec { Reply::Array(out) } else { out.into_iter().next().unwrap_or(Reply::Nil) })
 }
 
+/// How many arguments a run of fast reads may carry in all and still count as short: about a
+/// millisecond of point reads. A longer pipeline of GETs runs off the async workers like a walk.
+pub const SHORT_RUN_ARGS: usize = 512;
+
+/// Whether a run of reads for [`read`] may take long: a command that is not
+/// [`fast`](cmd::Spec::fast) (or not known), or more than [`SHORT_RUN_ARGS`] arguments in all.
+/// The server runs such a run where it cannot stall the node's other tasks.
+pub fn may_take_long(cmds: &[Vec<Vec<u8>>]) -> bool {
+    cmds.iter().map(Vec::len).sum::<usize>() > SHORT_RUN_ARGS
+        || cmds.iter().any(|c| !c.first().and_then(|n| cmd::lookup(n)).is_some_and(cmd::Spec::fast))
+}
+
 /// Runs read-only commands against the applied store (on the leader, after a read barrier),
 /// all against one cut of it. A store failure answers that command with an error.
 pub fn read(store: &Store, now_ms: u64, seed: u64, cursors: &Cursors, cmds: &[Vec<Vec<u8>>]) -> Vec<Reply> {
@@ -60,4 +72,50 @@ pub fn read(store: &Store, now_ms: u64, seed: u64, cursors: &Cursors, cmds: &[Ve
             }
         })
         .collect()
+}
+
+#[cfg(test)]
+mod walk_tests {
+    use super::{SHORT_RUN_ARGS, may_take_long};
+
+    fn cmd(args: &[&str]) -> Vec<Vec<u8>> {
+        args.iter().map(|a| a.as_bytes().to_vec()).collect()
+    }
+
+    #[test]
+    fn point_reads_are_short_and_walks_unknown_commands_and_long_runs_are_not() {
+        assert!(!may_take_long(&[cmd(&["GET", "k"]), cmd(&["hget", "h", "f"]), cmd(&["ZSCORE", "z", "m"])]));
+        for walk in [
+            &["KEYS", "*"][..],
+            &["scan", "0"],
+            &["RANDOMKEY"],
+            &["HGETALL", "h"],
+            &["LRANGE", "l", "0", "-1"],
+            &["zrank", "z", "m"],
+            &["SUNION", "a", "b"],
+            &["NOSUCH", "x"],
+        ] {
+            assert!(may_take_long(&[cmd(&["GET", "k"]), cmd(walk)]), "{walk:?}");
+        }
+        let gets: Vec<_> = (0..SHORT_RUN_ARGS / 2).map(|_| cmd(&["GET", "k"])).collect();
+        assert!(!may_take_long(&gets));
+        let more: Vec<_> = (0..SHORT_RUN_ARGS / 2 + 1).map(|_| cmd(&["GET", "k"])).collect();
+        assert!(may_take_long(&more));
+    }
+
+    /// COMMAND INFO says which reads are fast, as Redis does (GET is, KEYS and HGETALL are not).
+    #[test]
+    fn command_info_flags_fast_reads_as_redis_does() {
+        let flags = |name: &str| match crate::cmd::lookup(name.as_bytes()).map(crate::cmd::Spec::info) {
+            Some(crate::reply::Reply::Array(a)) => match a.get(2) {
+                Some(crate::reply::Reply::Set(f)) => f.clone(),
+                other => panic!("{other:?}"),
+            },
+            other => panic!("{other:?}"),
+        };
+        let fast = crate::reply::Reply::Simple("fast".into());
+        assert!(flags("get").contains(&fast) && flags("hmget").contains(&fast) && flags("ping").contains(&fast));
+        assert!(!flags("keys").contains(&fast) && !flags("hgetall").contains(&fast) && !flags("set").contains(&fast));
+        assert!(flags("keys").contains(&crate::reply::Reply::Simple("readonly".into())));
+    }
 }

@@ -10,6 +10,7 @@ use clap::{Parser, Subcommand};
 
 pub(crate) use sealkv_server::api;
 mod audit;
+mod blocking;
 mod cli;
 mod coordinator;
 mod dev;

@@ -134,6 +134,11 @@ pub fn render(sources: &Sources) -> String {
         "Redis reads this node ran as leader, a connection's pipelined run once: read barrier (or lease), evaluation.",
         &app.redis.reads,
     );
+    out.timing(
+        "redis_long_read_seconds",
+        "The evaluation of Redis reads that may take long (KEYS, SCAN, whole-collection reads, long pipelines), run off the async workers.",
+        &app.redis.long_reads,
+    );
     out.gauge(
         "apply_halted",
         "1 when apply stopped on an error (see the log and the runbook); nothing is applied past it.",

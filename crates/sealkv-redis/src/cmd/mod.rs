@@ -91,6 +91,18 @@ impl std::fmt::Debug for Spec {
 }
 
 impl Spec {
+    /// Whether the command's cost is bounded whatever the size of the data (Redis's `fast`
+    /// flag): connection commands, and the reads of one key's value, metadata or named elements.
+    /// Everything else may walk a collection or the keyspace, so the server runs it off the
+    /// async workers (a read of a million keys must not hold up Raft heartbeats).
+    pub fn fast(&self) -> bool {
+        match self.class {
+            Class::Conn | Class::Internal => true,
+            Class::Read => FAST_READS.contains(&self.name),
+            Class::Write => false,
+        }
+    }
+
     /// Whether `n` arguments (name included) fit the arity.
     pub fn arity_ok(&self, n: usize) -> bool {
         let n = n as i32;
@@ -103,7 +115,10 @@ impl Spec {
         match self.class {
             Class::Write => flags.push(Reply::Simple("write".into())),
             Class::Read => flags.push(Reply::Simple("readonly".into())),
-            Class::Conn | Class::Internal => flags.push(Reply::Simple("fast".into())),
+            Class::Conn | Class::Internal => {}
+        }
+        if self.fast() {
+            flags.push(Reply::Simple("fast".into()));
         }
         Reply::Array(vec![
             Reply::bulk(self.name),
@@ -119,6 +134,38 @@ impl Spec {
         ])
     }
 }
+
+/// The reads whose cost does not grow with a collection or the keyspace: a string's value or
+/// length, a key's metadata, named elements, element counts kept in the meta record. Not here
+/// (so they walk): KEYS, SCAN and the element scans, RANDOMKEY, whole-collection reads, ranges,
+/// set algebra, LPOS, and ZRANK/ZCOUNT (which walk the score index).
+const FAST_READS: &[&str] = &[
+    "dbsize",
+    "exists",
+    "type",
+    "ttl",
+    "pttl",
+    "expiretime",
+    "pexpiretime",
+    "get",
+    "mget",
+    "strlen",
+    "getrange",
+    "substr",
+    "hget",
+    "hmget",
+    "hlen",
+    "hexists",
+    "hstrlen",
+    "llen",
+    "lindex",
+    "sismember",
+    "smismember",
+    "scard",
+    "zscore",
+    "zmscore",
+    "zcard",
+];
 
 const fn spec(name: &'static str, arity: i32, class: Class, keys: (i32, i32, i32), run: Option<Run>) -> Spec {
     Spec { name, arity, class, keys, run }

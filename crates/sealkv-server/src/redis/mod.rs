@@ -37,6 +37,9 @@ pub struct Core {
     /// Reads this node ran as leader, one observation per `lead` call: the read barrier (or
     /// lease) and the evaluation.
     pub(crate) reads: Timing,
+    /// The evaluation of the reads among those that may take long (KEYS, whole-collection reads,
+    /// long pipelines: [`machine::may_take_long`]), which run off the async workers.
+    pub(crate) long_reads: Timing,
 }
 
 impl Core {
@@ -50,6 +53,7 @@ impl Core {
             cursors: Cursors::default(),
             writes: Timing::default(),
             reads: Timing::default(),
+            long_reads: Timing::default(),
         })
     }
 
@@ -68,7 +72,14 @@ impl Core {
         let out = barrier.map(|()| {
             let cmds: Vec<Vec<Vec<u8>>> = groups.into_iter().flat_map(|g| g.cmds).collect();
             let seed = now_ms() ^ cmds.len() as u64;
-            machine::read(&self.shared.store, now_ms(), seed, &self.cursors, &cmds)
+            let read = || machine::read(&self.shared.store, now_ms(), seed, &self.cursors, &cmds);
+            if !machine::may_take_long(&cmds) {
+                return read();
+            }
+            let evaluating = Instant::now();
+            let replies = crate::blocking::run(read);
+            self.long_reads.observe(evaluating);
+            replies
         });
         self.reads.observe(started);
         out
