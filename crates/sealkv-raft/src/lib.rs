@@ -18,6 +18,7 @@ pub mod command;
 pub mod log_store;
 pub mod machine_frame;
 pub mod network;
+pub mod progress;
 pub mod state_machine;
 pub mod timing;
 pub mod types;

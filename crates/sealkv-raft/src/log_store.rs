@@ -24,6 +24,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::codec;
+use crate::progress::FlushProgress;
 use crate::timing::Timing;
 use crate::types::{Entry, LogId, StorageError, TypeConfig};
 
@@ -41,6 +42,7 @@ pub struct LogStore {
     state: Keyspace,
     sizes: Arc<Mutex<LogSizes>>,
     appends: Arc<Timing>,
+    progress: FlushProgress,
 }
 
 /// The encoded size of every entry present in the log, in index order. Updated only after the
@@ -162,7 +164,14 @@ impl LogStore {
                 sizes.push(u64::from_be_bytes(k), v.len() as u64);
             }
         }
-        Ok(LogStore { db: db.clone(), log, state, sizes: Arc::new(Mutex::new(sizes)), appends: Arc::default() })
+        Ok(LogStore {
+            db: db.clone(),
+            log,
+            state,
+            sizes: Arc::new(Mutex::new(sizes)),
+            appends: Arc::default(),
+            progress: FlushProgress::default(),
+        })
     }
 
     /// Runs `f` on the size index (a poisoned lock is recovered: the index is updated by whole
@@ -175,6 +184,11 @@ impl LogStore {
     /// stored (failed appends included).
     pub fn append_timing(&self) -> &Timing {
         &self.appends
+    }
+
+    /// How far appends have got (started, fsynced), for whoever paces proposals by the disk.
+    pub fn flush_progress(&self) -> FlushProgress {
+        self.progress.clone()
     }
 
     fn sizes_mut(&self) -> std::sync::MutexGuard<'_, LogSizes> {
@@ -358,11 +372,18 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             added.push((e.log_id.index, v.len() as u64));
             b.insert(&self.log, e.log_id.index.to_be_bytes(), v);
         }
+        let last = added.last().map(|&(i, _)| i);
+        if let Some(last) = last {
+            self.progress.started(last);
+        }
         let started = Instant::now();
         let res = b.durability(Some(PersistMode::SyncData)).commit();
         self.appends.observe(started);
         match res {
             Ok(()) => {
+                if let Some(last) = last {
+                    self.progress.flushed_to(last);
+                }
                 {
                     let mut sizes = self.sizes_mut();
                     for (i, n) in added {

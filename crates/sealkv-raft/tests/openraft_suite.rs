@@ -42,3 +42,17 @@ impl StoreBuilder<TypeConfig, LogStore, StateMachine, tempfile::TempDir> for Bui
 fn openraft_storage_suite() {
     Suite::test_all(Builder).unwrap();
 }
+
+/// The append path reports its progress: what the Redis proposer paces its entries by.
+#[tokio::test]
+async fn appends_report_how_far_they_have_got() {
+    let (_dir, log, sm) = Builder.build().await.unwrap();
+    let progress = log.flush_progress();
+    assert_eq!(progress.started_to(), 0);
+    // Appends entries 1..=10, purges, then appends 11: every append goes through `append`.
+    Suite::<TypeConfig, LogStore, StateMachine, Builder, tempfile::TempDir>::append_to_log(log, sm).await.unwrap();
+    assert_eq!(progress.started_to(), 11);
+    tokio::time::timeout(std::time::Duration::from_secs(5), progress.flushed(11))
+        .await
+        .expect("the append of entry 11 was reported as fsynced");
+}

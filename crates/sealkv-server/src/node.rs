@@ -230,7 +230,7 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
     let raft = Raft::new(me, Arc::new(config), NetworkFactory::timed(append_rpcs.clone()), log, sm).await?;
     let coordinator = Arc::new(Coordinator::new(raft.clone(), shared.clone(), me));
     let advertise = args.advertise.clone().unwrap_or_else(|| args.listen_grpc.to_string());
-    let redis_core = redis::Core::new(coordinator.clone(), shared.clone());
+    let redis_core = redis::Core::new(coordinator.clone(), shared.clone(), log_reader.flush_progress());
     let app = Arc::new(App {
         redis: redis_core.clone(),
         raft: raft.clone(),

@@ -43,9 +43,13 @@ pub struct Core {
 }
 
 impl Core {
-    /// Starts the proposer.
-    pub fn new(coordinator: Arc<Coordinator>, shared: Arc<Shared>) -> Arc<Core> {
-        let proposer = proposer::Proposer::start(coordinator.clone());
+    /// Starts the proposer, which paces its entries by `progress` (the local log's appends).
+    pub fn new(
+        coordinator: Arc<Coordinator>,
+        shared: Arc<Shared>,
+        progress: sealkv_raft::progress::FlushProgress,
+    ) -> Arc<Core> {
+        let proposer = proposer::Proposer::start(coordinator.clone(), progress);
         Arc::new(Core {
             coordinator,
             shared,
