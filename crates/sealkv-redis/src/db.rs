@@ -57,6 +57,9 @@ pub trait Db {
     fn put(&mut self, key: &[u8], value: &[u8], expire_at_ms: u64) -> Result<(), DbError>;
     /// Deletes a value.
     fn delete(&mut self, key: &[u8]) -> Result<(), DbError>;
+    /// Removes every record of the Redis keyspace and leaves the counts at zero (FLUSHALL): one
+    /// pass over the store keys, none of them looked up or counted on its way out.
+    fn clear(&mut self) -> Result<(), DbError>;
     /// Whether writes are allowed (false on a read view).
     fn writable(&self) -> bool;
     /// The keyspace counts as this view sees them (see [`Counts`]): the record, during apply
@@ -221,6 +224,22 @@ impl Db for BatchDb<'_, '_> {
         Ok(self.batch.delete(key, self.ts)?)
     }
 
+    fn clear(&mut self) -> Result<(), DbError> {
+        let (lo, hi) = layout::everything();
+        let keys: Vec<Vec<u8>> =
+            self.batch.scan_latest(lo, hi, Direction::Forward).map(|r| r.map(|(k, _)| k)).collect::<Result<_, _>>()?;
+        for k in keys {
+            self.batch.delete(&k, self.ts)?;
+        }
+        // Whatever the entry wrote before is gone too, so its counts restart from an explicit zero
+        // record; without one, the entry's settling (and every later read) would count the keys by
+        // a scan past every tombstone just written.
+        *self.delta = CountDelta::default();
+        *self.last_meta.get_mut() = LastMeta::default();
+        self.batch.put(&layout::counts_key(), self.ts, &Counts::default().encode(), 0)?;
+        Ok(())
+    }
+
     fn writable(&self) -> bool {
         true
     }
@@ -279,6 +298,10 @@ impl Db for ReadDb<'_> {
     }
 
     fn delete(&mut self, _: &[u8]) -> Result<(), DbError> {
+        Err(DbError::ReadOnly)
+    }
+
+    fn clear(&mut self) -> Result<(), DbError> {
         Err(DbError::ReadOnly)
     }
 

@@ -412,6 +412,26 @@ fn a_store_written_before_counts_were_kept_is_counted_once_then_kept() {
 }
 
 #[test]
+fn flushall_removes_every_record_and_keeps_a_zero_counts_record() {
+    let mut n = Node::new();
+    n.w("SET a v EX 100");
+    n.w("HSET h f v g w");
+    n.w("ZADD z 1 m");
+    n.w("FLUSHALL");
+    // Nothing of the keyspace is left but the counts record, which says zero: DBSIZE and the next
+    // write read it instead of counting by a scan past every tombstone FLUSHALL wrote.
+    let left: Vec<Vec<u8>> = n
+        .store
+        .scan(&sealkv_store::KeyRange::Prefix(vec![0xFF]), u64::MAX, 0, sealkv_store::Direction::Forward)
+        .map(|r| r.unwrap().0)
+        .collect();
+    assert_eq!(left, vec![vec![0xFF, b's']]);
+    assert_eq!(n.r("__KEYSPACE"), Reply::Array(vec![Reply::Int(0), Reply::Int(0)]));
+    n.w("SET b v EX 100");
+    assert_eq!(n.r("__KEYSPACE"), Reply::Array(vec![Reply::Int(1), Reply::Int(1)]));
+}
+
+#[test]
 fn a_corrupt_counts_record_halts_the_apply_and_answers_reads_with_an_error() {
     let mut n = Node::new();
     n.w("SET a v");

@@ -363,11 +363,7 @@ pub(super) fn flushall(ctx: &mut Ctx<'_>, a: &Args<'_>) -> Res {
     {
         return fail(msg::SYNTAX);
     }
-    let (lo, hi) = layout::everything();
-    let all: Vec<Vec<u8>> = ctx.db.scan(lo, hi, false).map(|r| r.map(|(k, _)| k)).collect::<Result<_, _>>()?;
-    for k in all {
-        ctx.db.delete(&k)?;
-    }
+    ctx.db.clear()?;
     Ok(Reply::Ok)
 }
 
