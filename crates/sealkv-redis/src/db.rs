@@ -228,6 +228,7 @@ impl Db for BatchDb<'_, '_> {
         let (lo, hi) = layout::everything();
         let keys: Vec<Vec<u8>> =
             self.batch.scan_latest(lo, hi, Direction::Forward).map(|r| r.map(|(k, _)| k)).collect::<Result<_, _>>()?;
+        self.batch.reserve(keys.len());
         for k in keys {
             self.batch.delete(&k, self.ts)?;
         }

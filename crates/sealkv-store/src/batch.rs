@@ -114,6 +114,12 @@ impl ApplyBatch<'_> {
         Ok(())
     }
 
+    /// Makes room for `additional` more keys written by this batch, so a batch that deletes a
+    /// whole keyspace (FLUSHALL) does not rehash its newest-version map over and over on the way.
+    pub fn reserve(&mut self, additional: usize) {
+        self.newest.reserve(additional);
+    }
+
     /// The newest version of `user_key` as this batch leaves it (its own writes first, then the
     /// store), expired values and tombstones included.
     pub fn latest(&self, user_key: &[u8]) -> Result<Option<Version>, StoreError> {
