@@ -13,6 +13,7 @@ use crate::key::{self, KeyRange};
 use crate::latest;
 use crate::meta::{self, Applied, MAX_LOG_ID_LEN};
 use crate::row_cache::{Cached, CachedRow};
+use crate::seal::split_stored_key;
 use crate::store::{Direction, Scan, ScanItem, Store, Version};
 use crate::value::ValueHeader;
 
@@ -52,15 +53,35 @@ pub struct ApplyBatch<'s> {
     /// Every data write of this batch by user key, so reads during apply see the batch's own
     /// earlier writes (one entry's INCR after another's in the same apply call).
     pending: BTreeMap<Vec<u8>, Version>,
-    /// The stored bytes of every version this batch writes, by MVCC key, handed to fjall at
-    /// commit. A key written twice at one timestamp (a Redis collection's metadata, rewritten by
-    /// every command of an entry that touches it) goes into the memtable once: skiplist inserts
-    /// were the largest cost of applying pipelined ZADD, HSET and LPUSH on one key.
-    versions: BTreeMap<Vec<u8>, Slice>,
-    /// The newest version this batch wrote per version prefix (commit ts, row cache row or `None`
-    /// when the cache would not keep it), for the newest-version index and, once committed, the
-    /// row cache.
-    newest: HashMap<Vec<u8>, (u64, Option<CachedRow>)>,
+    /// Every version this batch writes, by MVCC key, encoded and handed to fjall at commit. A key
+    /// written twice at one timestamp (a Redis collection's metadata, rewritten by every command
+    /// of an entry that touches it) goes into the memtable once: skiplist inserts were the largest
+    /// cost of applying pipelined ZADD, HSET and LPUSH on one key. It is sealed once too: values
+    /// stay plaintext here until commit, so the writes a later one replaces are never sealed
+    /// (sealing every write of a ZADD -P 16 entry's metadata was 212 seals to keep one).
+    versions: BTreeMap<Vec<u8>, Write>,
+    /// The newest version's commit ts this batch wrote per version prefix, for the newest-version
+    /// index and, once committed, the row cache.
+    newest: HashMap<Vec<u8>, u64>,
+}
+
+/// A version waiting in the batch for commit to encode it.
+enum Write {
+    /// A value; `seal` is whether the storage envelope was active at this point of the apply
+    /// stream (decided at the write, so a batch that activates the envelope seals only what
+    /// follows the activation).
+    Live { seal: bool, value: Vec<u8>, expire_at_ms: u64 },
+    /// A delete.
+    Tombstone,
+}
+
+/// A key's newest version as a batch leaves it, for the row cache once the batch is committed:
+/// what the cache keeps of it, or `None` when it would not keep it (then what was cached under
+/// the key is dropped, being stale).
+struct NewestRow {
+    prefix: Vec<u8>,
+    ts: u64,
+    row: Option<CachedRow>,
 }
 
 impl std::fmt::Debug for ApplyBatch<'_> {
@@ -95,11 +116,15 @@ impl ApplyBatch<'_> {
         if value.len() > crate::MAX_VALUE_LEN {
             return Err(StoreError::ValueTooLarge { len: value.len() });
         }
+        let seal = self.since.is_some();
+        // Sealing waits for commit, but a write that could never be sealed is refused here, where
+        // the caller sees which write it was.
+        if seal && !self.store.crypto.can_seal() {
+            return Err(StoreError::NoSealingKey);
+        }
         let mvcc_key = self.version_key(user_key, commit_ts)?;
-        let stored =
-            Slice::from(self.store.crypto.encode_live(self.since.is_some(), &mvcc_key, value, expire_at_ms)?);
-        self.index_newest(&mvcc_key, commit_ts, || Some((value, expire_at_ms)), &stored)?;
-        self.versions.insert(mvcc_key, stored);
+        self.index_newest(&mvcc_key, commit_ts)?;
+        self.versions.insert(mvcc_key, Write::Live { seal, value: value.to_vec(), expire_at_ms });
         self.pending.insert(user_key.to_vec(), Version { ts: commit_ts, value: Some((value.to_vec(), expire_at_ms)) });
         Ok(())
     }
@@ -107,9 +132,8 @@ impl ApplyBatch<'_> {
     /// Writes a tombstone for `user_key` at `commit_ts`.
     pub fn delete(&mut self, user_key: &[u8], commit_ts: u64) -> Result<(), StoreError> {
         let mvcc_key = self.version_key(user_key, commit_ts)?;
-        let stored = Slice::from(&ValueHeader::TOMBSTONE.encode()[..]);
-        self.index_newest(&mvcc_key, commit_ts, || None, &stored)?;
-        self.versions.insert(mvcc_key, stored);
+        self.index_newest(&mvcc_key, commit_ts)?;
+        self.versions.insert(mvcc_key, Write::Tombstone);
         self.pending.insert(user_key.to_vec(), Version { ts: commit_ts, value: None });
         Ok(())
     }
@@ -168,26 +192,39 @@ impl ApplyBatch<'_> {
     /// (entries can carry timestamps out of log order). A write at or above every timestamp the
     /// store has seen needs no lookup; only such an older-timestamp write reads the index.
     /// Must run after [`Self::version_key`] has raised `max_ts` to cover `commit_ts`.
-    /// `opened` is the version's value and expiry (`None` for a tombstone), for the row cache.
-    fn index_newest<'v>(
-        &mut self,
-        mvcc_key: &[u8],
-        commit_ts: u64,
-        opened: impl FnOnce() -> Option<(&'v [u8], u64)>,
-        stored: &Slice,
-    ) -> Result<(), StoreError> {
+    fn index_newest(&mut self, mvcc_key: &[u8], commit_ts: u64) -> Result<(), StoreError> {
         let prefix = mvcc_key.get(..mvcc_key.len().saturating_sub(8)).unwrap_or_default();
         let newest = match self.newest.get(prefix) {
-            Some(&(ts, _)) => Some(ts),
+            Some(&ts) => Some(ts),
             None if commit_ts >= self.max_ts => None,
             None => self.store.indexed_ts(prefix)?,
         };
         if newest.is_none_or(|ts| commit_ts >= ts) {
-            // The index entry itself is written at commit, once per prefix, from `newest`.
-            let row = self.store.cache_row(prefix.len(), opened, stored.len(), || stored.clone());
-            self.newest.insert(prefix.to_vec(), (commit_ts, row));
+            // The index entry and the row cache row are made at commit, once per prefix.
+            self.newest.insert(prefix.to_vec(), commit_ts);
         }
         Ok(())
+    }
+
+    /// The stored bytes of a pending write (sealed here if it is to be) and, when it is its key's
+    /// newest version, what the row cache will keep of it.
+    fn encode(&self, mvcc_key: &[u8], write: &Write) -> Result<(Slice, Option<NewestRow>), StoreError> {
+        let stored = Slice::from(match write {
+            Write::Live { seal, value, expire_at_ms } => {
+                self.store.crypto.encode_live(*seal, mvcc_key, value, *expire_at_ms)?
+            }
+            Write::Tombstone => ValueHeader::TOMBSTONE.encode().to_vec(),
+        });
+        let (prefix, ts) = split_stored_key(mvcc_key)?;
+        if self.newest.get(prefix) != Some(&ts) {
+            return Ok((stored, None));
+        }
+        let opened = || match write {
+            Write::Live { value, expire_at_ms, .. } => Some((value.as_slice(), *expire_at_ms)),
+            Write::Tombstone => None,
+        };
+        let row = self.store.cache_row(prefix.len(), opened, stored.len(), || stored.clone());
+        Ok((stored, Some(NewestRow { prefix: prefix.to_vec(), ts, row })))
     }
 
     /// Turns the storage envelope on from this point of the apply stream: this batch's later writes
@@ -210,10 +247,13 @@ impl ApplyBatch<'_> {
         if applied.log_id.len() > MAX_LOG_ID_LEN {
             return Err(StoreError::CorruptMeta { name: "applied" });
         }
-        for (mvcc_key, stored) in std::mem::take(&mut self.versions) {
+        let mut rows = Vec::with_capacity(self.newest.len());
+        for (mvcc_key, write) in std::mem::take(&mut self.versions) {
+            let (stored, newest) = self.encode(&mvcc_key, &write)?;
+            rows.extend(newest);
             self.inner.insert(&self.store.data, mvcc_key, stored);
         }
-        for (prefix, (ts, _)) in &self.newest {
+        for (prefix, ts) in &self.newest {
             self.inner.insert(&self.store.latest, prefix.as_slice(), latest::encode_ts(*ts));
         }
         let meta = &self.store.meta;
@@ -230,7 +270,7 @@ impl ApplyBatch<'_> {
         sealkv_crypto::failpoint::hit("store.before_apply_commit");
         self.inner.durability(durability.mode()).commit()?;
         // Visible now: the next apply's metadata read and the next GET find these in the cache.
-        for (prefix, (ts, row)) in self.newest.drain() {
+        for NewestRow { prefix, ts, row } in rows {
             match row {
                 Some(row) => self.store.rows.put(&prefix, Cached::Newest { ts, row }),
                 // Not kept: what was cached under the key is stale now.

@@ -61,6 +61,11 @@ impl Crypto {
         self.sealer.load_full()
     }
 
+    /// Whether a sealing key is loaded, so a batch can refuse a write it could never seal.
+    pub(crate) fn can_seal(&self) -> bool {
+        self.sealer.load().is_some()
+    }
+
     pub(crate) fn since(&self) -> Option<u64> {
         match self.since.load(Ordering::Acquire) {
             INACTIVE => None,
