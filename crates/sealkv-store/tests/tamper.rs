@@ -254,3 +254,27 @@ fn active_envelope_without_a_sealing_key_halts_the_batch() {
     assert_eq!(store.applied().unwrap().unwrap().index, 1);
     assert_eq!(store.get(b"k", 9, NOW).unwrap(), None);
 }
+
+/// Values are sealed when the batch commits. A seal that fails there (here the sealer's nonce
+/// space is spent) fails the commit: none of the batch's writes lands, the applied index stays,
+/// and reads still see what was committed before.
+#[test]
+fn a_seal_that_fails_at_commit_writes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let keys = keystore();
+    let store = open_sealed(dir.path(), &keys, 1);
+    put(&store, 2, b"kept", 2, b"v", 0);
+    let spent = sealkv_crypto::NonceFactory::resume(0x0001, 0xFE00, u64::MAX).unwrap();
+    store.set_sealer(Some(std::sync::Arc::new(sealkv_crypto::Sealer::new(keys.get(DEK_A).unwrap(), spent))));
+    let mut b = store.batch();
+    b.put(b"new", 3, b"v", 0).unwrap();
+    b.put(b"kept", 3, b"changed", 0).unwrap();
+    assert!(matches!(b.commit(&applied(3), sealkv_store::Durability::Synced), Err(StoreError::Seal(_))));
+    assert_eq!(store.applied().unwrap().unwrap().index, 2);
+    assert_eq!(store.get(b"new", 9, NOW).unwrap(), None);
+    assert_eq!(store.get(b"kept", 9, NOW).unwrap(), Some(b"v".to_vec()));
+    drop(store);
+    let store = open(dir.path(), &keys, true);
+    assert_eq!(store.get(b"kept", 9, NOW).unwrap(), Some(b"v".to_vec()));
+    assert_eq!(store.get(b"new", 9, NOW).unwrap(), None);
+}
