@@ -8,7 +8,9 @@
 //! node's [`Machine`] (the Redis data model), anything else unknown. Every failure HALTS:
 //! the entries before the failing one commit with their applied index, the failing one does not,
 //! one `error` line names the index, key id and reason, and openraft stops (the server process
-//! watches for that and exits non-zero). A restart replays the same entry.
+//! watches for that and exits non-zero). A restart replays the same entry. The store seals a
+//! batch's values when the batch commits, so a seal that fails there halts at the batch's first
+//! entry, with none of the batch applied.
 //!
 //! All writes of one `apply` call go into ONE store batch committed with the last entry's log id
 //! (buffered: the next synced log append makes it durable, and a lost batch is re-applied).
@@ -25,7 +27,7 @@ use openraft::{AnyError, EntryPayload, ErrorSubject, ErrorVerb, OptionalSend, Ra
 use sealkv_crypto::applier::{Applied as Effect, Applier, ClusterState};
 use sealkv_crypto::envelope::{self, Sealer};
 use sealkv_crypto::{Keystore, NonceFactory, Purpose, wire};
-use sealkv_store::{Applied, ApplyBatch, Durability, EncryptionSnapshot, SnapshotHeader, Store};
+use sealkv_store::{Applied, ApplyBatch, Durability, EncryptionSnapshot, SnapshotHeader, Store, StoreError};
 
 use crate::codec;
 use crate::command::{Command, Op};
@@ -356,36 +358,58 @@ impl StateMachine {
         let start = (self.last_applied, self.membership.clone(), self.last_ts);
         let shared = self.shared.clone();
         let mut batch = shared.store.batch();
-        match self.apply_into(&mut batch, &entries) {
-            Ok(out) => {
-                self.commit(batch)?;
-                Ok(out)
-            }
+        let (good, halt) = match self.apply_into(&mut batch, &entries) {
+            Ok(out) => match self.commit(batch)? {
+                None => return Ok(out),
+                // The store seals a batch's values when it commits, so a seal that fails there
+                // belongs to the batch as a whole: none of it is applied, and it halts at the
+                // batch's first entry.
+                Some(e) => {
+                    let first = entries.first().map_or(0, |e| e.log_id.index);
+                    let key_id = shared.keystore.active_id(Purpose::Storage);
+                    (0, self.halt(first, key_id, format!("committing the batch: {e}")))
+                }
+            },
             Err((good, halt)) => {
                 // The failing entry may have left partial writes in the batch: drop it and
                 // re-apply the entries before it (deterministic, and encryption entries replay
                 // idempotently), then commit those with their applied index.
                 drop(batch);
-                (self.last_applied, self.membership, self.last_ts) = start;
-                let mut redo = shared.store.batch();
-                let prefix = entries.get(..good).unwrap_or_default();
-                if let Err((_, again)) = self.apply_into(&mut redo, prefix) {
+                (good, halt)
+            }
+        };
+        (self.last_applied, self.membership, self.last_ts) = start;
+        let prefix = entries.get(..good).unwrap_or_default();
+        if !prefix.is_empty() {
+            let mut redo = shared.store.batch();
+            match self.apply_into(&mut redo, prefix) {
+                Err((_, again)) => {
                     tracing::error!(index = again.index, "re-applying the entries before a halt failed");
-                } else {
-                    self.commit(redo)?;
                 }
-                tracing::error!(index = halt.index, key_id = halt.key_id, reason = %halt.reason, "apply halted");
-                *shared.halt.lock().unwrap_or_else(|p| p.into_inner()) = Some(halt.clone());
-                let failed = entries.get(good).map(|e| e.log_id).unwrap_or_default();
-                Err(StorageIOError::apply(failed, AnyError::new(&halt)).into())
+                Ok(_) => {
+                    if let Some(e) = self.commit(redo)? {
+                        tracing::error!(error = %e, "committing the entries before a halt failed");
+                    }
+                }
             }
         }
+        tracing::error!(index = halt.index, key_id = halt.key_id, reason = %halt.reason, "apply halted");
+        *shared.halt.lock().unwrap_or_else(|p| p.into_inner()) = Some(halt.clone());
+        let failed = entries.get(good).map(|e| e.log_id).unwrap_or_default();
+        Err(StorageIOError::apply(failed, AnyError::new(&halt)).into())
     }
 
-    fn commit(&self, batch: ApplyBatch<'_>) -> Result<(), StorageError> {
-        let Some(last) = self.last_applied else { return Ok(()) };
+    /// Commits `batch` at the last applied position. `Ok(Some(e))`: sealing its values failed, so
+    /// nothing was written and the caller halts (an apply failure, not the store's I/O); `Err`:
+    /// the store could not write.
+    fn commit(&self, batch: ApplyBatch<'_>) -> Result<Option<StoreError>, StorageError> {
+        let Some(last) = self.last_applied else { return Ok(None) };
         let applied = Applied { index: last.index, log_id: self.position()? };
-        batch.commit(&applied, Durability::Buffered).map_err(sm_err)
+        match batch.commit(&applied, Durability::Buffered) {
+            Ok(()) => Ok(None),
+            Err(e @ (StoreError::Seal(_) | StoreError::NoSealingKey)) => Ok(Some(e)),
+            Err(e) => Err(sm_err(e)),
+        }
     }
 }
 
