@@ -52,7 +52,7 @@ pub struct ApplyBatch<'s> {
     removed_deks: BTreeSet<u32>,
     /// Every data write of this batch by user key, so reads during apply see the batch's own
     /// earlier writes (one entry's INCR after another's in the same apply call).
-    pending: BTreeMap<Vec<u8>, Version>,
+    pending: BTreeMap<Vec<u8>, Pending>,
     /// Every version this batch writes, by MVCC key, encoded and handed to fjall at commit. A key
     /// written twice at one timestamp (a Redis collection's metadata, rewritten by every command
     /// of an entry that touches it) goes into the memtable once: skiplist inserts were the largest
@@ -65,12 +65,19 @@ pub struct ApplyBatch<'s> {
     newest: HashMap<Vec<u8>, u64>,
 }
 
+/// The newest write of a user key in a batch: its commit ts, and its value and expiry (`None` for
+/// a delete). The value shares its bytes with the version in `versions`: one copy per put.
+struct Pending {
+    ts: u64,
+    value: Option<(Slice, u64)>,
+}
+
 /// A version waiting in the batch for commit to encode it.
 enum Write {
     /// A value; `seal` is whether the storage envelope was active at this point of the apply
     /// stream (decided at the write, so a batch that activates the envelope seals only what
     /// follows the activation).
-    Live { seal: bool, value: Vec<u8>, expire_at_ms: u64 },
+    Live { seal: bool, value: Slice, expire_at_ms: u64 },
     /// A delete.
     Tombstone,
 }
@@ -124,8 +131,10 @@ impl ApplyBatch<'_> {
         }
         let mvcc_key = self.version_key(user_key, commit_ts)?;
         self.index_newest(&mvcc_key, commit_ts)?;
-        self.versions.insert(mvcc_key, Write::Live { seal, value: value.to_vec(), expire_at_ms });
-        self.pending.insert(user_key.to_vec(), Version { ts: commit_ts, value: Some((value.to_vec(), expire_at_ms)) });
+        // One copy of the value serves the pending read and the commit.
+        let value = Slice::from(value);
+        self.pending.insert(user_key.to_vec(), Pending { ts: commit_ts, value: Some((value.clone(), expire_at_ms)) });
+        self.versions.insert(mvcc_key, Write::Live { seal, value, expire_at_ms });
         Ok(())
     }
 
@@ -134,7 +143,7 @@ impl ApplyBatch<'_> {
         let mvcc_key = self.version_key(user_key, commit_ts)?;
         self.index_newest(&mvcc_key, commit_ts)?;
         self.versions.insert(mvcc_key, Write::Tombstone);
-        self.pending.insert(user_key.to_vec(), Version { ts: commit_ts, value: None });
+        self.pending.insert(user_key.to_vec(), Pending { ts: commit_ts, value: None });
         Ok(())
     }
 
@@ -148,7 +157,7 @@ impl ApplyBatch<'_> {
     /// store), expired values and tombstones included.
     pub fn latest(&self, user_key: &[u8]) -> Result<Option<Version>, StoreError> {
         match self.pending.get(user_key) {
-            Some(v) => Ok(Some(v.clone())),
+            Some(p) => Ok(Some(Version { ts: p.ts, value: p.value.as_ref().map(|(v, e)| (v.to_vec(), *e)) })),
             None => self.store.version(user_key, u64::MAX),
         }
     }
@@ -166,7 +175,7 @@ impl ApplyBatch<'_> {
             VecDeque::new()
         } else {
             let range = self.pending.range::<Vec<u8>, _>((lo.as_ref(), hi.as_ref()));
-            let entry = |(k, v): (&Vec<u8>, &Version)| (k.clone(), v.value.as_ref().map(|(b, _)| b.clone()));
+            let entry = |(k, p): (&Vec<u8>, &Pending)| (k.clone(), p.value.as_ref().map(|(b, _)| b.to_vec()));
             match direction {
                 Direction::Forward => range.map(entry).collect(),
                 Direction::Reverse => range.rev().map(entry).collect(),
@@ -220,7 +229,7 @@ impl ApplyBatch<'_> {
             return Ok((stored, None));
         }
         let opened = || match write {
-            Write::Live { value, expire_at_ms, .. } => Some((value.as_slice(), *expire_at_ms)),
+            Write::Live { value, expire_at_ms, .. } => Some((value.as_ref(), *expire_at_ms)),
             Write::Tombstone => None,
         };
         let row = self.store.cache_row(prefix.len(), opened, stored.len(), || stored.clone());
