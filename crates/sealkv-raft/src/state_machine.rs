@@ -10,7 +10,8 @@
 //! one `error` line names the index, key id and reason, and openraft stops (the server process
 //! watches for that and exits non-zero). A restart replays the same entry. The store seals a
 //! batch's values when the batch commits, so a seal that fails there halts at the batch's first
-//! entry, with none of the batch applied.
+//! entry, with none of the batch applied; so does a halt whose earlier entries cannot be committed
+//! again. Either way the applied index stays just below the index the halt names.
 //!
 //! All writes of one `apply` call go into ONE store batch committed with the last entry's log id
 //! (buffered: the next synced log append makes it durable, and a lost batch is re-applied).
@@ -358,7 +359,7 @@ impl StateMachine {
         let start = (self.last_applied, self.membership.clone(), self.last_ts);
         let shared = self.shared.clone();
         let mut batch = shared.store.batch();
-        let (good, halt) = match self.apply_into(&mut batch, &entries) {
+        let (mut good, mut halt) = match self.apply_into(&mut batch, &entries) {
             Ok(out) => match self.commit(batch)? {
                 None => return Ok(out),
                 // The store seals a batch's values when it commits, so a seal that fails there
@@ -378,19 +379,29 @@ impl StateMachine {
                 (good, halt)
             }
         };
-        (self.last_applied, self.membership, self.last_ts) = start;
+        (self.last_applied, self.membership, self.last_ts) = start.clone();
         let prefix = entries.get(..good).unwrap_or_default();
         if !prefix.is_empty() {
             let mut redo = shared.store.batch();
-            match self.apply_into(&mut redo, prefix) {
+            let redone = match self.apply_into(&mut redo, prefix) {
                 Err((_, again)) => {
                     tracing::error!(index = again.index, "re-applying the entries before a halt failed");
+                    false
                 }
-                Ok(_) => {
-                    if let Some(e) = self.commit(redo)? {
+                Ok(_) => match self.commit(redo)? {
+                    None => true,
+                    Some(e) => {
                         tracing::error!(error = %e, "committing the entries before a halt failed");
+                        false
                     }
-                }
+                },
+            };
+            if !redone {
+                // Nothing of the batch is applied, so the halt is at its first entry: the applied
+                // index stays just below the index the halt names.
+                (self.last_applied, self.membership, self.last_ts) = start;
+                good = 0;
+                halt.index = entries.first().map_or(halt.index, |e| e.log_id.index);
             }
         }
         tracing::error!(index = halt.index, key_id = halt.key_id, reason = %halt.reason, "apply halted");
