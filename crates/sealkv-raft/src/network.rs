@@ -85,11 +85,15 @@ fn unreachable<E: std::error::Error + 'static>(e: &E) -> Unreachable {
     Unreachable::new(e)
 }
 
+/// Only a target that cannot be reached is `Unreachable`: openraft answers that with a backoff
+/// (500 ms) during which it sends that target nothing, heartbeats included. A call that ran out of
+/// time (`DeadlineExceeded` here, or `Cancelled` when the target's own deadline fired) reached a
+/// live but slow target, as a multi-MiB append does; backing off then left followers without a
+/// heartbeat long enough to start an election after every large write. As a plain network error it
+/// is retried at once, like openraft's own per-RPC timeout.
 fn status_err(s: &Status) -> RPCError<u64, Member, RaftError<u64>> {
     match s.code() {
-        tonic::Code::Unavailable | tonic::Code::Cancelled | tonic::Code::DeadlineExceeded => {
-            RPCError::Unreachable(unreachable(s))
-        }
+        tonic::Code::Unavailable => RPCError::Unreachable(unreachable(s)),
         _ => RPCError::Network(NetworkError::new(s)),
     }
 }
