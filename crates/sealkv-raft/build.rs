@@ -14,6 +14,7 @@ fn main() {
         .name("Node")
         .package("sealkv")
         .method(blob("append_entries", "AppendEntries").build())
+        .method(blob("append_stream", "AppendStream").client_streaming().server_streaming().build())
         .method(blob("vote", "Vote").build())
         .method(blob("snapshot", "Snapshot").client_streaming().build())
         .method(blob("call", "Call").build())
