@@ -259,15 +259,14 @@ impl RaftNetwork<TypeConfig> for Connection {
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<u64>, RPCError<u64, Member, RaftError<u64>>> {
         let started = Instant::now();
-        let streamed = match self.unary_appends {
-            false => self.streamed_append(&rpc, option.hard_ttl()).await.transpose(),
-            true => None,
-        };
+        let streamed =
+            if self.unary_appends { None } else { self.streamed_append(&rpc, option.hard_ttl()).await.transpose() };
         let out = match streamed {
             Some(out) => out,
             None => {
                 if !self.unary_appends {
-                    tracing::info!(target = self.target, "target has no AppendEntries stream; using unary calls");
+                    // Debug, not info: openraft makes a connection per read barrier, too.
+                    tracing::debug!(target = self.target, "target has no AppendEntries stream; using unary calls");
                     self.unary_appends = true;
                 }
                 self.unary(Which::Append, &rpc, option.hard_ttl()).await
@@ -323,6 +322,12 @@ impl NodeService {
     }
 }
 
+/// One AppendEntries, on either method: decoded, handed to openraft, its result encoded.
+async fn answer_append(raft: &Raft, bytes: &[u8]) -> Result<Blob, Status> {
+    let rpc: AppendEntriesRequest<TypeConfig> = codec::decode(bytes)?;
+    codec::encode(&raft.append_entries(rpc).await)
+}
+
 fn reply<T: serde::Serialize>(v: &T) -> Result<Response<Blob>, Status> {
     Ok(Response::new(codec::encode(v)?))
 }
@@ -330,8 +335,7 @@ fn reply<T: serde::Serialize>(v: &T) -> Result<Response<Blob>, Status> {
 #[tonic::async_trait]
 impl pb::node_server::Node for NodeService {
     async fn append_entries(&self, req: Request<Blob>) -> Result<Response<Blob>, Status> {
-        let rpc: AppendEntriesRequest<TypeConfig> = codec::decode(req.get_ref())?;
-        reply(&self.raft.append_entries(rpc).await)
+        Ok(Response::new(answer_append(&self.raft, req.get_ref()).await?))
     }
 
     type AppendStreamStream = Pin<Box<dyn Stream<Item = Result<Blob, Status>> + Send + 'static>>;
@@ -342,10 +346,7 @@ impl pb::node_server::Node for NodeService {
         let replies = futures::stream::unfold(Some((req.into_inner(), self.raft.clone())), |state| async move {
             let (mut requests, raft) = state?;
             let out = match requests.message().await {
-                Ok(Some(bytes)) => match codec::decode::<AppendEntriesRequest<TypeConfig>>(&bytes) {
-                    Ok(rpc) => codec::encode(&raft.append_entries(rpc).await),
-                    Err(s) => Err(s),
-                },
+                Ok(Some(bytes)) => answer_append(&raft, &bytes).await,
                 Ok(None) => return None,
                 Err(s) => Err(s),
             };

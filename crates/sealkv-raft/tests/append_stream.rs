@@ -2,9 +2,10 @@
 //! alternate with requests on one long-lived stream, a peer without the stream gets unary calls,
 //! and a call that timed out can never have its late reply read as the answer to a later one.
 //!
-//! The peer is scripted (not a Raft node) so each request has a reply that identifies it: a
-//! request whose `prev_log_id` is at [`CONFLICT_AT`] is answered `Conflict`, every other one
-//! `Success`. Real Raft followers behind this transport are exercised by every cluster test.
+//! The peer is mostly scripted (not a Raft node) so each request has a reply that identifies it:
+//! a request whose `prev_log_id` is at [`CONFLICT_AT`] is answered `Conflict`, every other one
+//! `Success`. The last test puts a real openraft follower behind the real `NodeService`, and
+//! sends it the same requests over the stream and over the unary call an older leader uses.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -15,9 +16,14 @@ use futures::Stream;
 use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
 use openraft::raft::{AppendEntriesRequest, AppendEntriesResponse};
 use openraft::{CommittedLeaderId, LogId, Vote};
+use sealkv_crypto::Keystore;
+use sealkv_crypto::applier::Applier;
 use sealkv_raft::codec::{self, Blob};
-use sealkv_raft::network::{NetworkFactory, NodeServer, pb};
-use sealkv_raft::types::{Member, TypeConfig};
+use sealkv_raft::log_store::LogStore;
+use sealkv_raft::network::{AppFuture, AppHandler, NetworkFactory, NodeServer, NodeService, client, pb};
+use sealkv_raft::state_machine::{Shared, StateMachine};
+use sealkv_raft::types::{Member, Raft, TypeConfig};
+use sealkv_store::{Store, StoreOptions};
 use tonic::{Request, Response, Status, Streaming};
 
 /// Requests with a `prev_log_id` at this index are answered `Conflict`.
@@ -87,12 +93,14 @@ impl pb::node_server::Node for Service {
 
 /// Serves `peer` on a loopback port and returns its address.
 async fn serve(peer: Arc<Peer>) -> String {
+    serve_node(NodeServer::new(Service(peer))).await
+}
+
+async fn serve_node<S: pb::node_server::Node>(svc: NodeServer<S>) -> String {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap().to_string();
     let incoming = futures::stream::unfold(listener, |l| async move { Some((l.accept().await.map(|(s, _)| s), l)) });
-    tokio::spawn(
-        tonic::transport::Server::builder().add_service(NodeServer::new(Service(peer))).serve_with_incoming(incoming),
-    );
+    tokio::spawn(tonic::transport::Server::builder().add_service(svc).serve_with_incoming(incoming));
     addr
 }
 
@@ -164,4 +172,51 @@ async fn an_append_cancelled_by_its_caller_never_answers_a_later_one() {
     assert!(cancelled.is_err(), "the caller gave up first");
     assert_eq!(conn.append_entries(request(1), ttl(5_000)).await.unwrap(), AppendEntriesResponse::Success);
     assert_eq!(peer.streams_opened.load(Ordering::SeqCst), 2);
+}
+
+struct NoApp;
+
+impl AppHandler for NoApp {
+    fn call(&self, _: Blob) -> AppFuture<'_> {
+        Box::pin(async { Err(Status::unimplemented("no application here")) })
+    }
+}
+
+/// A real follower (node 2, fresh store) behind the real `NodeService`, both methods served.
+#[tokio::test]
+async fn a_real_follower_answers_on_the_stream_and_on_the_unary_call() {
+    let dir = tempfile::tempdir().unwrap();
+    let keystore = Arc::new(Keystore::new());
+    let opts = StoreOptions { keystore: keystore.clone(), encryption_enabled: false, ..StoreOptions::default() };
+    let store = Arc::new(Store::open(dir.path().join("store"), opts).unwrap());
+    let log = LogStore::open(store.database()).unwrap();
+    let shared = Shared::new(store, keystore, Arc::new(Applier::unwired()), 2, dir.path()).unwrap();
+    let sm = StateMachine::new(shared).unwrap();
+    let config = Arc::new(openraft::Config::default().validate().unwrap());
+    let raft = Raft::new(2, config, NetworkFactory::default(), log, sm).await.unwrap();
+    let addr = serve_node(NodeService::server(raft.clone(), Arc::new(NoApp))).await;
+
+    // Leader 1's first append: no previous entry, nothing to match.
+    let empty = AppendEntriesRequest::<TypeConfig> {
+        vote: Vote::new_committed(1, 1),
+        prev_log_id: None,
+        entries: vec![],
+        leader_commit: None,
+    };
+    let mut conn = connect(addr.clone()).await;
+    assert_eq!(conn.append_entries(empty.clone(), ttl(5_000)).await.unwrap(), AppendEntriesResponse::Success);
+    // The follower's log is empty, so an append after index 5 does not match.
+    assert_eq!(conn.append_entries(request(CONFLICT_AT), ttl(5_000)).await.unwrap(), AppendEntriesResponse::Conflict);
+
+    // What a leader without the stream sends: one unary call per append.
+    let mut unary = client(sealkv_raft::network::channel(&addr).unwrap());
+    for (req, want) in
+        [(empty, AppendEntriesResponse::Success), (request(CONFLICT_AT), AppendEntriesResponse::Conflict)]
+    {
+        let reply = unary.append_entries(Request::new(codec::encode(&req).unwrap())).await.unwrap();
+        let got: Result<AppendEntriesResponse<u64>, openraft::error::RaftError<u64>> =
+            codec::decode(reply.get_ref()).unwrap();
+        assert_eq!(got.unwrap(), want);
+    }
+    raft.shutdown().await.unwrap();
 }
