@@ -13,6 +13,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use futures::Stream;
+use openraft::error::RPCError;
 use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
 use openraft::raft::{AppendEntriesRequest, AppendEntriesResponse};
 use openraft::{CommittedLeaderId, LogId, Vote};
@@ -219,4 +220,22 @@ async fn a_real_follower_answers_on_the_stream_and_on_the_unary_call() {
         assert_eq!(got.unwrap(), want);
     }
     raft.shutdown().await.unwrap();
+}
+
+/// A slow target is not an unreachable one. openraft answers `Unreachable` with a 500 ms backoff
+/// in which it sends that target nothing, heartbeats included; slow multi-MiB appends reported so
+/// left followers without a heartbeat until one started an election. Only a target that cannot be
+/// reached at all is `Unreachable`.
+#[tokio::test]
+async fn a_slow_target_is_a_network_error_and_a_closed_port_is_unreachable() {
+    for streams in [true, false] {
+        let peer = Arc::new(Peer { streams, slow_conflict: AtomicBool::new(true), ..Peer::default() });
+        let mut conn = connect(serve(peer).await).await;
+        let err = conn.append_entries(request(CONFLICT_AT), ttl(200)).await.unwrap_err();
+        assert!(matches!(err, RPCError::Network(_)), "streams={streams}: {err:?}");
+    }
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().to_string();
+    let mut conn = connect(closed).await;
+    let err = conn.append_entries(request(1), ttl(2_000)).await.unwrap_err();
+    assert!(matches!(err, RPCError::Unreachable(_)), "{err:?}");
 }
