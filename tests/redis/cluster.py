@@ -123,11 +123,18 @@ class Dev:
                 pass
         return out
 
-    def leader_port(self):
-        for p in self.ports:
-            if role_of(p) == "leader":
-                return p
-        raise RuntimeError("no leader")
+    def leader_port(self, wait=15):
+        """The leader's Redis port, waiting out an election in progress: in the debug build a
+        multi-MiB write can still cost one (docs/runbook.md), and the next test must not fail on
+        it."""
+        deadline = time.time() + wait
+        while True:
+            for p in self.ports:
+                if role_of(p) == "leader":
+                    return p
+            if time.time() >= deadline:
+                raise RuntimeError("no leader")
+            time.sleep(0.1)
 
     def follower_ports(self):
         lead = self.leader_port()

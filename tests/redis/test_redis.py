@@ -543,6 +543,18 @@ class RedisCli(unittest.TestCase):
         self.assertIn("PONG", out)
 
 
+def retry_tryagain(fn, wait=15):
+    """`fn()`, retried while the cluster answers TRYAGAIN (no leader yet), for up to `wait` s."""
+    deadline = time.time() + wait
+    while True:
+        try:
+            return fn()
+        except redis.exceptions.TryAgainError:
+            if time.time() >= deadline:
+                raise
+            time.sleep(0.2)
+
+
 def raw(port, payload, read=True):
     s = socket.create_connection(("127.0.0.1", port), timeout=10)
     s.sendall(payload)
@@ -592,7 +604,9 @@ class BadInput(Base):
         self.assertEqual(p.execute(), [True] * 3)
         for port in DEV.ports:
             c = redis.Redis(port=port, socket_timeout=60)
-            self.assertEqual(c.mget(list(values)), list(values.values()))
+            # TRYAGAIN (an election under the large entries, in the debug build) is the
+            # documented retryable answer; anything else fails.
+            self.assertEqual(retry_tryagain(lambda: c.mget(list(values))), list(values.values()))
         self.assertIntact()
 
     def test_malformed_resp_is_answered_and_closed(self):
