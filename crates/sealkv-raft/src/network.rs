@@ -119,7 +119,7 @@ fn unreachable<E: std::error::Error + 'static>(e: &E) -> Unreachable {
 /// (500 ms) during which it sends that target nothing, heartbeats included. A call that ran out of
 /// time (`DeadlineExceeded` here, or `Cancelled` when the target's own deadline fired) reached a
 /// live but slow target, as a multi-MiB append does; backing off then left followers without a
-/// heartbeat long enough to start an election after every large write. As a plain network error it
+/// heartbeat long enough to start an election after large writes. As a plain network error it
 /// is retried at once, like openraft's own per-RPC timeout.
 fn status_err(s: &Status) -> RPCError<u64, Member, RaftError<u64>> {
     match s.code() {
