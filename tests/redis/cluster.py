@@ -57,6 +57,23 @@ def wait_redis(port, timeout=60, password=None):
     raise RuntimeError(f"redis port {port} did not serve writes within {timeout}s")
 
 
+class NoLeader(RuntimeError):
+    pass
+
+
+def retry(fn, wait, errors):
+    """`fn()`, called again every 0.1 s while it raises one of `errors`, for up to `wait` s; then
+    the last error is raised."""
+    deadline = time.time() + wait
+    while True:
+        try:
+            return fn()
+        except errors:
+            if time.time() >= deadline:
+                raise
+            time.sleep(0.1)
+
+
 def pid_of(port):
     return int(redis.Redis(port=port).info("server")["process_id"])
 
@@ -127,14 +144,13 @@ class Dev:
         """The leader's Redis port, waiting out an election in progress: in the debug build a
         multi-MiB write can still cost one (docs/runbook.md), and the next test must not fail on
         it."""
-        deadline = time.time() + wait
-        while True:
-            for p in self.ports:
-                if role_of(p) == "leader":
-                    return p
-            if time.time() >= deadline:
-                raise RuntimeError("no leader")
-            time.sleep(0.1)
+        return retry(self._leader_now, wait, NoLeader)
+
+    def _leader_now(self):
+        for p in self.ports:
+            if role_of(p) == "leader":
+                return p
+        raise NoLeader("no leader")
 
     def follower_ports(self):
         lead = self.leader_port()

@@ -13,7 +13,7 @@ import unittest
 
 import redis
 
-from cluster import Dev, Servers, pid_of, role_of, samples, scrape, wait_redis
+from cluster import Dev, Servers, pid_of, retry, role_of, samples, scrape, wait_redis
 
 WRONGTYPE = "WRONGTYPE Operation against a key holding the wrong kind of value"
 DEV = None
@@ -543,18 +543,6 @@ class RedisCli(unittest.TestCase):
         self.assertIn("PONG", out)
 
 
-def retry_tryagain(fn, wait=15):
-    """`fn()`, retried while the cluster answers TRYAGAIN (no leader yet), for up to `wait` s."""
-    deadline = time.time() + wait
-    while True:
-        try:
-            return fn()
-        except redis.exceptions.TryAgainError:
-            if time.time() >= deadline:
-                raise
-            time.sleep(0.2)
-
-
 def raw(port, payload, read=True):
     s = socket.create_connection(("127.0.0.1", port), timeout=10)
     s.sendall(payload)
@@ -606,7 +594,8 @@ class BadInput(Base):
             c = redis.Redis(port=port, socket_timeout=60)
             # TRYAGAIN (an election under the large entries, in the debug build) is the
             # documented retryable answer; anything else fails.
-            self.assertEqual(retry_tryagain(lambda: c.mget(list(values))), list(values.values()))
+            got = retry(lambda: c.mget(list(values)), 15, redis.exceptions.TryAgainError)
+            self.assertEqual(got, list(values.values()))
         self.assertIntact()
 
     def test_malformed_resp_is_answered_and_closed(self):
