@@ -27,6 +27,9 @@ pub fn recover_journals<P: AsRef<Path>>(
 
     log::trace!("Got journal fragments: {journal_fragments:#?}");
 
+    // sealkv patch: a spare from an earlier process is never reused (see `discard_spares`).
+    super::writer::discard_spares(path)?;
+
     for dirent in std::fs::read_dir(path)? {
         let dirent = dirent?;
         let path = dirent.path();

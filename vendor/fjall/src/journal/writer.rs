@@ -13,12 +13,126 @@ use std::{
     hash::Hasher,
     io::{BufWriter, Seek, Write},
     path::{Path, PathBuf},
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc,
+    },
 };
 
 // TODO: this should be a database configuration
 pub const PRE_ALLOCATED_BYTES: u64 = 64 * 1_024 * 1_024;
 
 pub const JOURNAL_BUFFER_BYTES: usize = 8 * 1_024;
+
+// sealkv patch (see vendor/fjall/SEALKV.md): pre-zeroed spare journals.
+//
+// A journal preallocated with `set_len` is sparse, so on ext4 every fdatasync after a write into
+// a new block also commits the filesystem's own journal for the block's allocation. Writing into
+// blocks that already hold zeros on disk skips that commit: on the development machine a 4 KiB
+// write + fdatasync took 0.083 ms and ~40 µs of CPU, against 0.128 ms and ~70 µs when sparse.
+// Zeroing 64 MiB on the write path would stall every writer, so once a journal is busy a
+// background thread prepares the next journal's file, and rotation takes it if it is ready.
+
+/// The prepared spare: zeroed and fsynced, then renamed to this name. Not a `.jnl` file, so
+/// recovery never reads it as a journal.
+pub const SPARE_NAME: &str = "journal.spare";
+
+/// Where the spare is zeroed before its rename.
+pub const SPARE_TMP_NAME: &str = "journal.spare.tmp";
+
+/// A journal that has taken this many bytes is busy enough for its successor to get a spare.
+/// Lighter use (and every small test database) never writes one.
+pub const SPARE_AFTER_BYTES: u64 = 8 * 1_024 * 1_024;
+
+/// Zeros written per call while preparing a spare.
+const SPARE_CHUNK: usize = 1_024 * 1_024;
+
+/// Deletes a spare left by an earlier process, and its temporary file; recovery calls it before
+/// it reads the folder. Why a spare is never reused: rotation links the spare to the new
+/// journal's name before it unlinks the spare, so after a crash between the two the spare may be
+/// the active journal itself, full of entries.
+pub fn discard_spares(folder: &Path) -> std::io::Result<()> {
+    for name in [SPARE_NAME, SPARE_TMP_NAME] {
+        match std::fs::remove_file(folder.join(name)) {
+            Ok(()) => log::debug!("Discarded {name} left by an earlier process"),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+/// Takes the spare as the journal file at `path`, if one is ready. Links, then unlinks, so an
+/// existing `path` is never replaced (as with `File::create_new`). Any failure falls back to a
+/// new sparse file, as upstream creates.
+fn take_spare(path: &Path) -> Option<File> {
+    let spare = path.parent()?.join(SPARE_NAME);
+    if let Err(e) = std::fs::hard_link(&spare, path) {
+        if e.kind() != std::io::ErrorKind::NotFound {
+            log::warn!("Could not take the spare journal for {}: {e:?}", path.display());
+        }
+        return None;
+    }
+    if let Err(e) = std::fs::remove_file(&spare) {
+        // A spare that is also a journal must never be taken again: give the journal back.
+        log::warn!("Could not unlink the taken spare journal: {e:?}");
+        let _ = std::fs::remove_file(path);
+        return None;
+    }
+    match OpenOptions::new().write(true).open(path) {
+        Ok(file) => {
+            log::debug!("Took the pre-zeroed spare as journal {}", path.display());
+            Some(file)
+        }
+        Err(e) => {
+            log::warn!("Could not open the taken spare journal at {}: {e:?}", path.display());
+            let _ = std::fs::remove_file(path);
+            None
+        }
+    }
+}
+
+/// Starts zeroing a spare in `folder` on a background thread, unless one is ready or being made.
+fn prepare_spare(folder: PathBuf, preparing: &Arc<AtomicBool>) {
+    if preparing.swap(true, Ordering::AcqRel) {
+        return;
+    }
+    if folder.join(SPARE_NAME).exists() {
+        preparing.store(false, Ordering::Release);
+        return;
+    }
+    let flag = preparing.clone();
+    let spawned = std::thread::Builder::new()
+        .name("fjall:spare".into())
+        .spawn(move || {
+            if let Err(e) = zero_spare(&folder) {
+                log::warn!("Could not prepare a spare journal in {}: {e:?}", folder.display());
+                let _ = std::fs::remove_file(folder.join(SPARE_TMP_NAME));
+            }
+            flag.store(false, Ordering::Release);
+        });
+    if let Err(e) = spawned {
+        log::warn!("Could not start the spare journal thread: {e:?}");
+        preparing.store(false, Ordering::Release);
+    }
+}
+
+/// Writes `PRE_ALLOCATED_BYTES` of zeros, fsyncs them, and only then names the file the spare.
+fn zero_spare(folder: &Path) -> std::io::Result<()> {
+    let tmp = folder.join(SPARE_TMP_NAME);
+    let mut file = File::create(&tmp)?;
+    let zeros = vec![0u8; SPARE_CHUNK];
+    let mut left = PRE_ALLOCATED_BYTES;
+    while left > 0 {
+        let n = usize::try_from(left).map_or(SPARE_CHUNK, |left| left.min(SPARE_CHUNK));
+        file.write_all(zeros.get(..n).unwrap_or_default())?;
+        left -= n as u64;
+    }
+    file.sync_all()?;
+    std::fs::rename(&tmp, folder.join(SPARE_NAME))?;
+    log::debug!("Prepared a spare journal in {}", folder.display());
+    Ok(())
+}
 
 pub struct Writer {
     pub(crate) path: PathBuf,
@@ -28,6 +142,13 @@ pub struct Writer {
 
     compression: CompressionType,
     compression_threshold: usize,
+
+    /// Bytes written to this journal file (sealkv patch).
+    written: u64,
+    /// Whether a spare was requested while this journal filled (sealkv patch).
+    spare_requested: bool,
+    /// Set while a thread zeroes a spare; shared by every journal of the folder (sealkv patch).
+    spare_preparing: Arc<AtomicBool>,
 }
 
 /// The persist mode allows setting the durability guarantee of previous writes
@@ -57,6 +178,17 @@ impl Writer {
 
     pub fn pos(&mut self) -> crate::Result<u64> {
         self.file.stream_position().map_err(Into::into)
+    }
+
+    /// Counts `n` written bytes, and asks for a spare once this journal is busy (sealkv patch).
+    fn note_written(&mut self, n: usize) {
+        self.written = self.written.saturating_add(n as u64);
+        if !self.spare_requested && self.written >= SPARE_AFTER_BYTES {
+            self.spare_requested = true;
+            if let Some(folder) = self.path.parent() {
+                prepare_spare(folder.to_path_buf(), &self.spare_preparing);
+            }
+        }
     }
 
     pub fn len(&self) -> crate::Result<u64> {
@@ -112,8 +244,10 @@ impl Writer {
 
         let comp = self.compression;
         let compt = self.compression_threshold;
+        let preparing = self.spare_preparing.clone();
         *self = Self::create_new(new_path.clone())?;
         self.set_compression(comp, compt);
+        self.spare_preparing = preparing;
 
         // IMPORTANT: fsync folder on Unix
         fsync_directory(&folder)?;
@@ -124,9 +258,12 @@ impl Writer {
     pub fn create_new<P: Into<PathBuf>>(path: P) -> crate::Result<Self> {
         let path = path.into();
 
-        let file = File::create_new(&path).inspect_err(|e| {
-            log::error!("Failed to create journal file at {}: {e:?}", path.display());
-        })?;
+        let file = match take_spare(&path) {
+            Some(file) => file,
+            None => File::create_new(&path).inspect_err(|e| {
+                log::error!("Failed to create journal file at {}: {e:?}", path.display());
+            })?,
+        };
 
         file.set_len(PRE_ALLOCATED_BYTES).inspect_err(|e| {
             log::error!(
@@ -146,6 +283,9 @@ impl Writer {
             is_buffer_dirty: false,
             compression: CompressionType::None,
             compression_threshold: 0,
+            written: 0,
+            spare_requested: false,
+            spare_preparing: Arc::default(),
         })
     }
 
@@ -179,6 +319,9 @@ impl Writer {
                 is_buffer_dirty: false,
                 compression: CompressionType::None,
                 compression_threshold: 0,
+                written: 0,
+                spare_requested: false,
+                spare_preparing: Arc::default(),
             });
         }
 
@@ -196,6 +339,9 @@ impl Writer {
             is_buffer_dirty: false,
             compression: CompressionType::None,
             compression_threshold: 0,
+            written: 0,
+            spare_requested: false,
+            spare_preparing: Arc::default(),
         })
     }
 
@@ -293,6 +439,7 @@ impl Writer {
         self.buf.clear();
         let checksum = hasher.finish();
         byte_count += self.write_end(checksum)?;
+        self.note_written(byte_count);
 
         Ok(byte_count)
     }
@@ -319,6 +466,7 @@ impl Writer {
         self.buf.clear();
         let checksum = hasher.finish();
         byte_count += self.write_end(checksum)?;
+        self.note_written(byte_count);
 
         Ok(byte_count)
     }
@@ -374,6 +522,7 @@ impl Writer {
 
         let checksum = hasher.finish();
         byte_count += self.write_end(checksum)?;
+        self.note_written(byte_count);
 
         Ok(byte_count)
     }
