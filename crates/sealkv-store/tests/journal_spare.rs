@@ -86,6 +86,15 @@ fn allocated(path: &Path) -> u64 {
     std::fs::metadata(path).unwrap().blocks() * 512
 }
 
+/// Waits for the spare to be ready and checks it: 64 MiB, all allocated on disk.
+fn wait_for_spare(folder: &Path) -> std::fs::Metadata {
+    wait_until("the spare", || folder.join(SPARE).exists());
+    let spare = std::fs::metadata(folder.join(SPARE)).unwrap();
+    assert_eq!(spare.len(), JOURNAL_BYTES);
+    assert!(spare.blocks() * 512 >= JOURNAL_BYTES, "the spare is not allocated on disk");
+    spare
+}
+
 fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
     let start = Instant::now();
     while !done() {
@@ -112,29 +121,40 @@ fn a_busy_journal_gets_a_zeroed_spare_and_the_next_journal_takes_it() {
     for i in 2..=40 {
         apply(&store, i);
     }
-    wait_until("the spare", || folder.join(SPARE).exists());
-    let spare = std::fs::metadata(folder.join(SPARE)).unwrap();
-    assert_eq!(spare.len(), JOURNAL_BYTES);
-    assert!(spare.blocks() * 512 >= JOURNAL_BYTES, "the spare is not allocated on disk");
+    let spare = wait_for_spare(&folder);
 
-    // fjall rotates its journal at the first flush after 64 MB: the new journal is the spare.
-    for i in 41..=260 {
-        apply(&store, i);
-    }
+    // The first journal is sparse, so it rotates onto the spare at the next flush, long before
+    // fjall's 64 MB.
     store.flush().unwrap();
     let second = active_journal(&folder);
-    assert_ne!(second, first, "no journal rotation after 65 MiB");
+    assert_ne!(second, first, "the sparse first journal did not rotate onto the ready spare");
     assert_eq!(std::fs::metadata(&second).unwrap().ino(), spare.ino(), "the new journal is not the spare");
     assert!(allocated(&second) >= JOURNAL_BYTES);
     assert!(!folder.join(SPARE).exists(), "the taken spare kept its name");
 
-    for i in 261..=280 {
+    // A journal on a spare rotates where fjall always does, at the first flush after 64 MB, and
+    // its successor is the next spare.
+    for i in 41..=80 {
         apply(&store, i);
     }
-    assert_eq!(verify(&store), 280);
+    let next = wait_for_spare(&folder);
+    store.flush().unwrap();
+    assert_eq!(active_journal(&folder), second, "a journal on a spare rotated before 64 MB");
+    for i in 81..=300 {
+        apply(&store, i);
+    }
+    store.flush().unwrap();
+    let third = active_journal(&folder);
+    assert_ne!(third, second, "no journal rotation after 68 MB");
+    assert_eq!(std::fs::metadata(&third).unwrap().ino(), next.ino(), "the third journal is not the second spare");
+
+    for i in 301..=310 {
+        apply(&store, i);
+    }
+    assert_eq!(verify(&store), 310);
     drop(store);
     let store = open(dir.path(), &keys, false);
-    assert_eq!(verify(&store), 280, "what was written into the taken spare did not survive a reopen");
+    assert_eq!(verify(&store), 310, "what was written into the taken spare did not survive a reopen");
 }
 
 #[test]

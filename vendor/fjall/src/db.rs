@@ -861,6 +861,9 @@ impl Database {
 
         std::fs::create_dir_all(&keyspaces_folder_path)?;
 
+        // sealkv patch: never take a spare this process did not make (see `discard_spares`).
+        crate::journal::writer::discard_spares(journal_folder_path)?;
+
         let active_journal_path = journal_folder_path.join("0.jnl");
         let journal = Journal::create_new(&active_journal_path)?.with_compression(
             config.journal_compression_type,

@@ -191,7 +191,8 @@ fn worker_tick(ctx: &WorkerState) -> crate::Result<bool> {
                 log::trace!("acquiring journal lock to maybe rotate journal");
                 let mut journal_writer = ctx.supervisor.journal.get_writer()?;
 
-                if journal_writer.pos()? > 64_000_000 {
+                // sealkv patch: or earlier, onto a ready zeroed spare (`wants_spare_rotation`).
+                if journal_writer.pos()? > 64_000_000 || journal_writer.wants_spare_rotation() {
                     #[expect(clippy::expect_used)]
                     let mut journal_manager = ctx
                         .supervisor

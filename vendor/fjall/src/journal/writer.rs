@@ -149,6 +149,8 @@ pub struct Writer {
     spare_requested: bool,
     /// Set while a thread zeroes a spare; shared by every journal of the folder (sealkv patch).
     spare_preparing: Arc<AtomicBool>,
+    /// Whether this journal is a taken spare, on zeroed blocks (sealkv patch).
+    zeroed: bool,
 }
 
 /// The persist mode allows setting the durability guarantee of previous writes
@@ -189,6 +191,19 @@ impl Writer {
                 prepare_spare(folder.to_path_buf(), &self.spare_preparing);
             }
         }
+    }
+
+    /// Whether this journal should rotate at the next flush, before fjall's 64 MB, to move onto
+    /// a ready spare: it is sparse (the first journal of a new database) or reopened after a
+    /// restart (every append then grows the file), and busy. Without this, a node would run on
+    /// such a journal for its first 64 MB of writes after every start (sealkv patch).
+    pub fn wants_spare_rotation(&self) -> bool {
+        !self.zeroed
+            && self.spare_requested
+            && self
+                .path
+                .parent()
+                .is_some_and(|folder| folder.join(SPARE_NAME).exists())
     }
 
     pub fn len(&self) -> crate::Result<u64> {
@@ -258,7 +273,9 @@ impl Writer {
     pub fn create_new<P: Into<PathBuf>>(path: P) -> crate::Result<Self> {
         let path = path.into();
 
-        let file = match take_spare(&path) {
+        let spare = take_spare(&path);
+        let zeroed = spare.is_some();
+        let file = match spare {
             Some(file) => file,
             None => File::create_new(&path).inspect_err(|e| {
                 log::error!("Failed to create journal file at {}: {e:?}", path.display());
@@ -286,6 +303,7 @@ impl Writer {
             written: 0,
             spare_requested: false,
             spare_preparing: Arc::default(),
+            zeroed,
         })
     }
 
@@ -322,6 +340,7 @@ impl Writer {
                 written: 0,
                 spare_requested: false,
                 spare_preparing: Arc::default(),
+                zeroed: false,
             });
         }
 
@@ -342,6 +361,7 @@ impl Writer {
             written: 0,
             spare_requested: false,
             spare_preparing: Arc::default(),
+            zeroed: false,
         })
     }
 
