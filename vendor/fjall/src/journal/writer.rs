@@ -37,8 +37,16 @@ pub const JOURNAL_BUFFER_BYTES: usize = 8 * 1_024;
 /// recovery never reads it as a journal.
 pub const SPARE_NAME: &str = "journal.spare";
 
-/// Where the spare is zeroed before its rename.
-pub const SPARE_TMP_NAME: &str = "journal.spare.tmp";
+/// Prefix and suffix of the files spares are zeroed in before their rename. Each preparation has
+/// its own (`journal.spare.<pid>-<n>.tmp`). Why: a thread renames only the file it zeroed, after
+/// its fsync, so no thread can ever still be writing to a file that became the spare. With one
+/// shared name, a thread left by a database closed and reopened in the same process could rename
+/// another thread's half-written file, and that thread's zeros would land in a journal.
+const SPARE_TMP_PREFIX: &str = "journal.spare.";
+const SPARE_TMP_SUFFIX: &str = ".tmp";
+
+/// Numbers this process's spare preparations.
+static SPARE_SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
 /// A journal that has taken this many bytes is busy enough for its successor to get a spare.
 /// Lighter use (and every small test database) never writes one.
@@ -47,13 +55,22 @@ pub const SPARE_AFTER_BYTES: u64 = 8 * 1_024 * 1_024;
 /// Zeros written per call while preparing a spare.
 const SPARE_CHUNK: usize = 1_024 * 1_024;
 
-/// Deletes a spare left by an earlier process, and its temporary file; recovery calls it before
-/// it reads the folder. Why a spare is never reused: rotation links the spare to the new
+/// Deletes the spare and every file a spare was being zeroed in; opening a database calls it
+/// before it reads the folder. Why a spare is never reused: rotation links the spare to the new
 /// journal's name before it unlinks the spare, so after a crash between the two the spare may be
 /// the active journal itself, full of entries.
 pub fn discard_spares(folder: &Path) -> std::io::Result<()> {
-    for name in [SPARE_NAME, SPARE_TMP_NAME] {
-        match std::fs::remove_file(folder.join(name)) {
+    for dirent in std::fs::read_dir(folder)? {
+        let dirent = dirent?;
+        let name = dirent.file_name();
+        let Some(name) = name.to_str() else {
+            continue;
+        };
+        let tmp = name.starts_with(SPARE_TMP_PREFIX) && name.ends_with(SPARE_TMP_SUFFIX);
+        if name != SPARE_NAME && !tmp {
+            continue;
+        }
+        match std::fs::remove_file(dirent.path()) {
             Ok(()) => log::debug!("Discarded {name} left by an earlier process"),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => return Err(e),
@@ -105,9 +122,14 @@ fn prepare_spare(folder: PathBuf, preparing: &Arc<AtomicBool>) {
     let spawned = std::thread::Builder::new()
         .name("fjall:spare".into())
         .spawn(move || {
-            if let Err(e) = zero_spare(&folder) {
+            let seq = SPARE_SEQ.fetch_add(1, Ordering::Relaxed);
+            let tmp = folder.join(format!(
+                "{SPARE_TMP_PREFIX}{}-{seq}{SPARE_TMP_SUFFIX}",
+                std::process::id()
+            ));
+            if let Err(e) = zero_spare(&tmp, &folder.join(SPARE_NAME)) {
                 log::warn!("Could not prepare a spare journal in {}: {e:?}", folder.display());
-                let _ = std::fs::remove_file(folder.join(SPARE_TMP_NAME));
+                let _ = std::fs::remove_file(&tmp);
             }
             flag.store(false, Ordering::Release);
         });
@@ -117,10 +139,10 @@ fn prepare_spare(folder: PathBuf, preparing: &Arc<AtomicBool>) {
     }
 }
 
-/// Writes `PRE_ALLOCATED_BYTES` of zeros, fsyncs them, and only then names the file the spare.
-fn zero_spare(folder: &Path) -> std::io::Result<()> {
-    let tmp = folder.join(SPARE_TMP_NAME);
-    let mut file = File::create(&tmp)?;
+/// Writes `PRE_ALLOCATED_BYTES` of zeros to `tmp`, fsyncs them, and only then names the file
+/// `spare`.
+fn zero_spare(tmp: &Path, spare: &Path) -> std::io::Result<()> {
+    let mut file = File::create_new(tmp)?;
     let zeros = vec![0u8; SPARE_CHUNK];
     let mut left = PRE_ALLOCATED_BYTES;
     while left > 0 {
@@ -129,8 +151,8 @@ fn zero_spare(folder: &Path) -> std::io::Result<()> {
         left -= n as u64;
     }
     file.sync_all()?;
-    std::fs::rename(&tmp, folder.join(SPARE_NAME))?;
-    log::debug!("Prepared a spare journal in {}", folder.display());
+    std::fs::rename(tmp, spare)?;
+    log::debug!("Prepared a spare journal at {}", spare.display());
     Ok(())
 }
 
