@@ -205,6 +205,35 @@ fn a_spare_left_linked_to_the_journal_by_a_crash_is_discarded_at_open() {
 }
 
 #[test]
+fn a_spare_that_cannot_be_taken_stops_spares_instead_of_rotating_at_every_flush() {
+    let dir = tempfile::tempdir().unwrap();
+    let keys = keystore();
+    let store = open(dir.path(), &keys, false);
+    let folder = journal_folder(dir.path());
+    // A directory cannot be hard-linked, as a spare cannot be on a filesystem without hard links.
+    std::fs::create_dir(folder.join(SPARE)).unwrap();
+    for i in 1..=40 {
+        apply(&store, i);
+    }
+    // The sparse journal sees a "ready" spare and rotates once; taking it fails.
+    store.flush().unwrap();
+    let after_failure = active_journal(&folder);
+    assert!(allocated(&after_failure) < JOURNAL_BYTES / 2, "a journal on a spare that could not be taken");
+    // From then on journals rotate where fjall always does, not at every flush.
+    for round in 0..3 {
+        for i in 41 + round * 40..41 + (round + 1) * 40 {
+            apply(&store, i);
+        }
+        store.flush().unwrap();
+        assert_eq!(active_journal(&folder), after_failure, "the journal rotated again at a flush after a failed take");
+    }
+    assert_eq!(verify(&store), 160);
+    drop(store);
+    std::fs::remove_dir(folder.join(SPARE)).unwrap();
+    assert_eq!(verify(&open(dir.path(), &keys, false)), 160);
+}
+
+#[test]
 fn closing_and_reopening_while_a_spare_is_zeroed_loses_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let keys = keystore();

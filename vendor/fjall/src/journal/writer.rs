@@ -79,46 +79,72 @@ pub fn discard_spares(folder: &Path) -> std::io::Result<()> {
     Ok(())
 }
 
+/// What the journals of one database share about spares.
+#[derive(Default)]
+struct Spares {
+    /// Set while a thread zeroes a spare.
+    preparing: AtomicBool,
+    /// Set once taking a spare failed for any reason but its absence (a filesystem without hard
+    /// links, say): no spare is made or waited for again. Why: a sparse journal rotates at every
+    /// flush while a spare is ready, so a spare that can never be taken would rotate it forever.
+    broken: AtomicBool,
+}
+
+/// What became of an attempt to take the spare.
+enum Taken {
+    /// The spare is now the journal at the given path.
+    File(File),
+    /// There is no spare ready.
+    Absent,
+    /// The spare is there but could not be taken.
+    Failed,
+}
+
 /// Takes the spare as the journal file at `path`, if one is ready. Links, then unlinks, so an
 /// existing `path` is never replaced (as with `File::create_new`). Any failure falls back to a
 /// new sparse file, as upstream creates.
-fn take_spare(path: &Path) -> Option<File> {
-    let spare = path.parent()?.join(SPARE_NAME);
+fn take_spare(path: &Path) -> Taken {
+    let Some(folder) = path.parent() else {
+        return Taken::Absent;
+    };
+    let spare = folder.join(SPARE_NAME);
     if let Err(e) = std::fs::hard_link(&spare, path) {
-        if e.kind() != std::io::ErrorKind::NotFound {
-            log::warn!("Could not take the spare journal for {}: {e:?}", path.display());
+        if e.kind() == std::io::ErrorKind::NotFound {
+            return Taken::Absent;
         }
-        return None;
+        log::warn!("Could not take the spare journal for {}: {e:?}", path.display());
+        return Taken::Failed;
     }
     if let Err(e) = std::fs::remove_file(&spare) {
         // A spare that is also a journal must never be taken again: give the journal back.
         log::warn!("Could not unlink the taken spare journal: {e:?}");
         let _ = std::fs::remove_file(path);
-        return None;
+        return Taken::Failed;
     }
     match OpenOptions::new().write(true).open(path) {
         Ok(file) => {
             log::debug!("Took the pre-zeroed spare as journal {}", path.display());
-            Some(file)
+            Taken::File(file)
         }
         Err(e) => {
             log::warn!("Could not open the taken spare journal at {}: {e:?}", path.display());
             let _ = std::fs::remove_file(path);
-            None
+            Taken::Failed
         }
     }
 }
 
-/// Starts zeroing a spare in `folder` on a background thread, unless one is ready or being made.
-fn prepare_spare(folder: PathBuf, preparing: &Arc<AtomicBool>) {
-    if preparing.swap(true, Ordering::AcqRel) {
+/// Starts zeroing a spare in `folder` on a background thread, unless one is ready or being made,
+/// or spares do not work there.
+fn prepare_spare(folder: PathBuf, spares: &Arc<Spares>) {
+    if spares.broken.load(Ordering::Acquire) || spares.preparing.swap(true, Ordering::AcqRel) {
         return;
     }
     if folder.join(SPARE_NAME).exists() {
-        preparing.store(false, Ordering::Release);
+        spares.preparing.store(false, Ordering::Release);
         return;
     }
-    let flag = preparing.clone();
+    let flag = spares.clone();
     let spawned = std::thread::Builder::new()
         .name("fjall:spare".into())
         .spawn(move || {
@@ -131,11 +157,11 @@ fn prepare_spare(folder: PathBuf, preparing: &Arc<AtomicBool>) {
                 log::warn!("Could not prepare a spare journal in {}: {e:?}", folder.display());
                 let _ = std::fs::remove_file(&tmp);
             }
-            flag.store(false, Ordering::Release);
+            flag.preparing.store(false, Ordering::Release);
         });
     if let Err(e) = spawned {
         log::warn!("Could not start the spare journal thread: {e:?}");
-        preparing.store(false, Ordering::Release);
+        spares.preparing.store(false, Ordering::Release);
     }
 }
 
@@ -169,10 +195,12 @@ pub struct Writer {
     written: u64,
     /// Whether a spare was requested while this journal filled (sealkv patch).
     spare_requested: bool,
-    /// Set while a thread zeroes a spare; shared by every journal of the folder (sealkv patch).
-    spare_preparing: Arc<AtomicBool>,
+    /// Shared by every journal of the database (sealkv patch).
+    spares: Arc<Spares>,
     /// Whether this journal is a taken spare, on zeroed blocks (sealkv patch).
     zeroed: bool,
+    /// Whether creating this journal found a spare it could not take (sealkv patch).
+    spare_failed: bool,
 }
 
 /// The persist mode allows setting the durability guarantee of previous writes
@@ -210,7 +238,7 @@ impl Writer {
         if !self.spare_requested && self.written >= SPARE_AFTER_BYTES {
             self.spare_requested = true;
             if let Some(folder) = self.path.parent() {
-                prepare_spare(folder.to_path_buf(), &self.spare_preparing);
+                prepare_spare(folder.to_path_buf(), &self.spares);
             }
         }
     }
@@ -222,6 +250,7 @@ impl Writer {
     pub fn wants_spare_rotation(&self) -> bool {
         !self.zeroed
             && self.spare_requested
+            && !self.spares.broken.load(Ordering::Acquire)
             && self
                 .path
                 .parent()
@@ -281,10 +310,13 @@ impl Writer {
 
         let comp = self.compression;
         let compt = self.compression_threshold;
-        let preparing = self.spare_preparing.clone();
+        let spares = self.spares.clone();
         *self = Self::create_new(new_path.clone())?;
         self.set_compression(comp, compt);
-        self.spare_preparing = preparing;
+        if self.spare_failed {
+            spares.broken.store(true, Ordering::Release);
+        }
+        self.spares = spares;
 
         // IMPORTANT: fsync folder on Unix
         fsync_directory(&folder)?;
@@ -295,11 +327,12 @@ impl Writer {
     pub fn create_new<P: Into<PathBuf>>(path: P) -> crate::Result<Self> {
         let path = path.into();
 
-        let spare = take_spare(&path);
-        let zeroed = spare.is_some();
-        let file = match spare {
-            Some(file) => file,
-            None => File::create_new(&path).inspect_err(|e| {
+        let taken = take_spare(&path);
+        let zeroed = matches!(taken, Taken::File(_));
+        let spare_failed = matches!(taken, Taken::Failed);
+        let file = match taken {
+            Taken::File(file) => file,
+            Taken::Absent | Taken::Failed => File::create_new(&path).inspect_err(|e| {
                 log::error!("Failed to create journal file at {}: {e:?}", path.display());
             })?,
         };
@@ -324,8 +357,9 @@ impl Writer {
             compression_threshold: 0,
             written: 0,
             spare_requested: false,
-            spare_preparing: Arc::default(),
+            spares: Arc::default(),
             zeroed,
+            spare_failed,
         })
     }
 
@@ -361,8 +395,9 @@ impl Writer {
                 compression_threshold: 0,
                 written: 0,
                 spare_requested: false,
-                spare_preparing: Arc::default(),
+                spares: Arc::default(),
                 zeroed: false,
+                spare_failed: false,
             });
         }
 
@@ -382,8 +417,9 @@ impl Writer {
             compression_threshold: 0,
             written: 0,
             spare_requested: false,
-            spare_preparing: Arc::default(),
+            spares: Arc::default(),
             zeroed: false,
+            spare_failed: false,
         })
     }
 
