@@ -96,6 +96,15 @@ fn spare_files(folder: &Path) -> Vec<String> {
         .collect()
 }
 
+/// A new cleartext store, its keystore, and the folder of its journals.
+fn fresh() -> (tempfile::TempDir, std::sync::Arc<sealkv_crypto::Keystore>, Store, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let keys = keystore();
+    let store = open(dir.path(), &keys, false);
+    let folder = journal_folder(dir.path());
+    (dir, keys, store, folder)
+}
+
 /// Waits for the spare to be ready and checks it: 64 MiB, all allocated on disk.
 fn wait_for_spare(folder: &Path) -> std::fs::Metadata {
     wait_until("the spare", || folder.join(SPARE).exists());
@@ -115,10 +124,7 @@ fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
 
 #[test]
 fn a_busy_journal_gets_a_zeroed_spare_and_the_next_journal_takes_it() {
-    let dir = tempfile::tempdir().unwrap();
-    let keys = keystore();
-    let store = open(dir.path(), &keys, false);
-    let folder = journal_folder(dir.path());
+    let (dir, keys, store, folder) = fresh();
     let first = active_journal(&folder);
     assert!(allocated(&first) < JOURNAL_BYTES / 2, "a new journal is sparse, as fjall creates it");
 
@@ -206,10 +212,7 @@ fn a_spare_left_linked_to_the_journal_by_a_crash_is_discarded_at_open() {
 
 #[test]
 fn a_spare_that_cannot_be_taken_stops_spares_instead_of_rotating_at_every_flush() {
-    let dir = tempfile::tempdir().unwrap();
-    let keys = keystore();
-    let store = open(dir.path(), &keys, false);
-    let folder = journal_folder(dir.path());
+    let (dir, keys, store, folder) = fresh();
     // A directory cannot be hard-linked, as a spare cannot be on a filesystem without hard links.
     std::fs::create_dir(folder.join(SPARE)).unwrap();
     for i in 1..=40 {
