@@ -160,6 +160,17 @@ pub fn render(sources: &Sources) -> String {
     out.counter("row_cache_misses_total", "Newest-version lookups that read the LSM.", rows.misses);
     out.gauge("row_cache_bytes", "Bytes held by the row cache.", rows.bytes);
 
+    let engine = app.shared.store.engine_stats();
+    out.gauge("store_memtable_bytes", "Bytes in memtables, not yet written to tables.", engine.memtable_bytes);
+    out.gauge("store_flushes_pending", "Sealed memtables waiting for a flush.", engine.flushes_pending);
+    out.gauge("store_compactions_running", "Compactions running now.", engine.compactions_running);
+    out.counter(
+        "store_compactions_completed_total",
+        "Compactions finished since the node started.",
+        engine.compactions_completed,
+    );
+    out.gauge("store_journal_files", "Journal files on disk.", engine.journal_files);
+
     let e = encryption::local_state(app);
     out.gauge("encryption_enabled", "1 when this node runs with a KEK.", u64::from(e.enabled));
     out.gauge("encryption_storage_envelope", "1 once new versions are sealed at rest.", u64::from(e.storage_envelope));

@@ -65,6 +65,15 @@ pub enum StoreError {
     /// A rewrite needs the storage envelope active and a sealing key.
     #[error("rewrite needs the storage envelope to be active (run `sealkv admin encryption enable-storage-envelope`)")]
     EnvelopeInactive,
+    /// A flush ([`crate::Store::flush`]) sealed memtables that were still not written out after
+    /// `secs` seconds: the engine's flush is failing (disk full or failing; see the node's log).
+    #[error(
+        "memtables were not written out within {secs} s; check the node's log and its disk (docs/runbook.md, 'SAVE')"
+    )]
+    FlushTimeout {
+        /// How long it waited.
+        secs: u64,
+    },
 }
 
 impl StoreError {

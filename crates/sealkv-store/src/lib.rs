@@ -12,6 +12,7 @@
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::indexing_slicing))]
 #![warn(missing_docs)]
 
+mod background;
 mod batch;
 pub mod compress;
 mod error;
@@ -26,6 +27,7 @@ mod snapshot;
 mod store;
 pub mod value;
 
+pub use background::EngineStats;
 pub use batch::{ApplyBatch, Durability, MergedScan};
 pub use compress::DecompressError;
 pub use error::{IntegrityReason, StoreError};

@@ -225,13 +225,6 @@ impl Store {
         Ok(self.db.persist(PersistMode::SyncAll)?)
     }
 
-    /// Writes the data keyspace's memtable out as a table and waits for it, so later reads come
-    /// from tables through the block cache (before a backup, and in benchmarks that measure reads
-    /// of persisted data).
-    pub fn flush(&self) -> Result<(), StoreError> {
-        Ok(self.data.rotate_memtable_and_wait()?)
-    }
-
     /// The value of `key` as of `read_ts`: `None` if it never existed, was deleted, or expired at
     /// `now_ms`. A version that fails any integrity check is an error, never `None`.
     pub fn get(&self, user_key: &[u8], read_ts: u64, now_ms: u64) -> Result<Option<Vec<u8>>, StoreError> {

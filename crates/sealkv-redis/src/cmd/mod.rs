@@ -193,6 +193,8 @@ pub static COMMANDS: &[Spec] = &[
     spec("info", -1, Conn, NOKEY, None),
     spec("config", -2, Conn, NOKEY, None),
     spec("time", 1, Conn, NOKEY, None),
+    spec("save", 1, Conn, NOKEY, None),
+    spec("lastsave", 1, Conn, NOKEY, None),
     spec("multi", 1, Conn, NOKEY, None),
     spec("exec", 1, Conn, NOKEY, None),
     spec("discard", 1, Conn, NOKEY, None),

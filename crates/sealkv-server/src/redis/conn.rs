@@ -43,6 +43,8 @@ pub struct Frontend {
     pub(crate) started: Instant,
     pub(crate) port: u16,
     pub(crate) commands_processed: AtomicU64,
+    /// Unix seconds of this node's last successful SAVE (its start until the first), for LASTSAVE.
+    pub(crate) last_save: AtomicU64,
 }
 
 /// One connected client, as CLIENT LIST shows it.

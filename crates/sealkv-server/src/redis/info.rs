@@ -1,6 +1,7 @@
 //! Server-level commands answered by the connection itself: PING, ECHO, HELLO, AUTH, SELECT,
-//! TIME, CLIENT, COMMAND, CONFIG and INFO (whose replication section shows the Raft role and
-//! whose encryption section shows key ids and envelope state, never key bytes).
+//! TIME, CLIENT, COMMAND, CONFIG, SAVE, LASTSAVE and INFO (whose replication section shows the
+//! Raft role, whose persistence section shows the storage engine's background work, and whose
+//! encryption section shows key ids and envelope state, never key bytes).
 
 use std::sync::atomic::Ordering;
 
@@ -16,7 +17,7 @@ use crate::encryption;
 /// The Redis version sealkv reports, for clients that check features by version.
 pub const REDIS_VERSION: &str = "7.2.0";
 
-/// Runs PING, ECHO, HELLO, AUTH, SELECT, TIME, CLIENT, COMMAND, CONFIG or INFO.
+/// Runs PING, ECHO, HELLO, AUTH, SELECT, TIME, CLIENT, COMMAND, CONFIG, SAVE, LASTSAVE or INFO.
 pub async fn server_command(fe: &Frontend, st: &mut State, args: &[Vec<u8>]) -> Reply {
     let name = Args(args).get(0).to_ascii_lowercase();
     match name.as_slice() {
@@ -42,7 +43,34 @@ pub async fn server_command(fe: &Frontend, st: &mut State, args: &[Vec<u8>]) -> 
         b"command" => command(args),
         b"config" => config(fe, args),
         b"info" => info(fe, args).await,
+        b"save" => save(fe).await,
+        b"lastsave" => Reply::Int(fe.last_save.load(Ordering::Relaxed) as i64),
         _ => cmd::unknown(args),
+    }
+}
+
+/// Seconds since the Unix epoch (0 if the clock is before it).
+pub(crate) fn unix_secs() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_secs()
+}
+
+/// SAVE: writes every memtable of this node's store out as tables and answers once they are on
+/// disk. Unlike Redis there is no dump file to write: every acknowledged write is already durable
+/// in the journal. What SAVE changes is where the data sits, so the work of flushing it is done
+/// now rather than inside whatever the node does next (docs/runbook.md, 'SAVE'). This node only,
+/// as in Redis, where each replica saves itself.
+async fn save(fe: &Frontend) -> Reply {
+    let store = fe.app.shared.store.clone();
+    match tokio::task::spawn_blocking(move || store.flush()).await {
+        Ok(Ok(())) => {
+            fe.last_save.store(unix_secs(), Ordering::Relaxed);
+            Reply::Ok
+        }
+        Ok(Err(e)) => {
+            tracing::error!(error = %e, "SAVE failed");
+            Reply::err(format!("ERR SAVE failed: {e}"))
+        }
+        Err(e) => Reply::err(format!("ERR SAVE failed: {e}")),
     }
 }
 
@@ -414,6 +442,18 @@ async fn info(fe: &Frontend, args: &[Vec<u8>]) -> Reply {
             rows.misses,
             rows.bytes,
             if app.shared.store.row_cache_sealed() { "sealed" } else { "opened" }
+        ));
+    }
+    if want("persistence") {
+        let e = app.shared.store.engine_stats();
+        out.push_str(&format!(
+            "# Persistence\r\nloading:0\r\nlast_save_time:{}\r\nmemtable_bytes:{}\r\nflushes_pending:{}\r\ncompactions_running:{}\r\ncompactions_completed:{}\r\njournal_files:{}\r\n\r\n",
+            fe.last_save.load(Ordering::Relaxed),
+            e.memtable_bytes,
+            e.flushes_pending,
+            e.compactions_running,
+            e.compactions_completed,
+            e.journal_files
         ));
     }
     if want("replication") {
