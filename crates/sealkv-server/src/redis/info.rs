@@ -417,44 +417,53 @@ async fn info(fe: &Frontend, args: &[Vec<u8>]) -> Reply {
     let app = &fe.app;
     let mut out = String::new();
     if want("server") {
-        out.push_str(&format!(
-            "# Server\r\nredis_version:{REDIS_VERSION}\r\nsealkv_version:{}\r\nredis_mode:standalone\r\nos:{}\r\narch_bits:64\r\nprocess_id:{}\r\ntcp_port:{}\r\nuptime_in_seconds:{}\r\n\r\n",
-            env!("CARGO_PKG_VERSION"),
-            std::env::consts::OS,
-            std::process::id(),
-            fe.port,
-            fe.started.elapsed().as_secs()
-        ));
+        section(
+            &mut out,
+            "Server",
+            &[
+                ("redis_version", &REDIS_VERSION),
+                ("sealkv_version", &env!("CARGO_PKG_VERSION")),
+                ("redis_mode", &"standalone"),
+                ("os", &std::env::consts::OS),
+                ("arch_bits", &64),
+                ("process_id", &std::process::id()),
+                ("tcp_port", &fe.port),
+                ("uptime_in_seconds", &fe.started.elapsed().as_secs()),
+            ],
+        );
     }
     if want("clients") {
-        out.push_str(&format!(
-            "# Clients\r\nconnected_clients:{}\r\nmaxclients:{}\r\n\r\n",
-            fe.clients.len(),
-            fe.opts.maxclients
-        ));
+        section(&mut out, "Clients", &[("connected_clients", &fe.clients.len()), ("maxclients", &fe.opts.maxclients)]);
     }
     if want("stats") {
         let rows = app.shared.store.row_cache_stats();
-        out.push_str(&format!(
-            "# Stats\r\ntotal_commands_processed:{}\r\nrow_cache_hits:{}\r\nrow_cache_misses:{}\r\nrow_cache_bytes:{}\r\nrow_cache_holds:{}\r\n\r\n",
-            fe.commands_processed.load(Ordering::Relaxed),
-            rows.hits,
-            rows.misses,
-            rows.bytes,
-            if app.shared.store.row_cache_sealed() { "sealed" } else { "opened" }
-        ));
+        section(
+            &mut out,
+            "Stats",
+            &[
+                ("total_commands_processed", &fe.commands_processed.load(Ordering::Relaxed)),
+                ("row_cache_hits", &rows.hits),
+                ("row_cache_misses", &rows.misses),
+                ("row_cache_bytes", &rows.bytes),
+                ("row_cache_holds", &if app.shared.store.row_cache_sealed() { "sealed" } else { "opened" }),
+            ],
+        );
     }
     if want("persistence") {
         let e = app.shared.store.engine_stats();
-        out.push_str(&format!(
-            "# Persistence\r\nloading:0\r\nlast_save_time:{}\r\nmemtable_bytes:{}\r\nflushes_pending:{}\r\ncompactions_running:{}\r\ncompactions_completed:{}\r\njournal_files:{}\r\n\r\n",
-            fe.last_save.load(Ordering::Relaxed),
-            e.memtable_bytes,
-            e.flushes_pending,
-            e.compactions_running,
-            e.compactions_completed,
-            e.journal_files
-        ));
+        section(
+            &mut out,
+            "Persistence",
+            &[
+                ("loading", &0),
+                ("last_save_time", &fe.last_save.load(Ordering::Relaxed)),
+                ("memtable_bytes", &e.memtable_bytes),
+                ("flushes_pending", &e.flushes_pending),
+                ("compactions_running", &e.compactions_running),
+                ("compactions_completed", &e.compactions_completed),
+                ("journal_files", &e.journal_files),
+            ],
+        );
     }
     if want("replication") {
         let m = app.raft.metrics().borrow().clone();
@@ -471,31 +480,40 @@ async fn info(fe: &Frontend, args: &[Vec<u8>]) -> Reply {
             .unwrap_or_default();
         let voters = m.membership_config.membership().voter_ids().count();
         let log = app.log.sizes(|s| s.usage());
-        out.push_str(&format!(
-            "# Replication\r\nrole:{}\r\nraft_role:{raft_role}\r\nraft_node:{}\r\nraft_leader:{leader}\r\nraft_term:{}\r\nraft_last_applied:{}\r\nraft_voters:{voters}\r\nconnected_slaves:{}\r\n\
-             raft_snapshot_index:{}\r\nraft_last_purged:{}\r\nraft_log_entries:{}\r\nraft_log_bytes:{}\r\n\r\n",
-            if raft_role == "leader" { "master" } else { "slave" },
-            app.name,
-            m.current_term,
-            m.last_applied.map(|l| l.index).unwrap_or(0),
-            if raft_role == "leader" { voters.saturating_sub(1) } else { 0 },
-            m.snapshot.map_or(0, |l| l.index),
-            m.purged.map_or(0, |l| l.index),
-            log.entries,
-            log.bytes,
-        ));
+        let leading = raft_role == "leader";
+        section(
+            &mut out,
+            "Replication",
+            &[
+                ("role", &if leading { "master" } else { "slave" }),
+                ("raft_role", &raft_role),
+                ("raft_node", &app.name),
+                ("raft_leader", &leader),
+                ("raft_term", &m.current_term),
+                ("raft_last_applied", &m.last_applied.map(|l| l.index).unwrap_or(0)),
+                ("raft_voters", &voters),
+                ("connected_slaves", &if leading { voters.saturating_sub(1) } else { 0 }),
+                ("raft_snapshot_index", &m.snapshot.map_or(0, |l| l.index)),
+                ("raft_last_purged", &m.purged.map_or(0, |l| l.index)),
+                ("raft_log_entries", &log.entries),
+                ("raft_log_bytes", &log.bytes),
+            ],
+        );
     }
     if want("encryption") {
         let e = encryption::local_state(app);
-        out.push_str(&format!(
-            "# Encryption\r\nencryption_enabled:{}\r\nstorage_envelope:{}\r\nraft_envelope_cutover_index:{}\r\nactive_storage_dek_id:{}\r\nactive_raft_dek_id:{}\r\nloaded_deks:{}\r\n\r\n",
-            if e.enabled { "yes" } else { "no" },
-            if e.storage_envelope { "on" } else { "off" },
-            e.raft_cutover_index,
-            e.active_storage,
-            e.active_raft,
-            e.keys.len()
-        ));
+        section(
+            &mut out,
+            "Encryption",
+            &[
+                ("encryption_enabled", &if e.enabled { "yes" } else { "no" }),
+                ("storage_envelope", &if e.storage_envelope { "on" } else { "off" }),
+                ("raft_envelope_cutover_index", &e.raft_cutover_index),
+                ("active_storage_dek_id", &e.active_storage),
+                ("active_raft_dek_id", &e.active_raft),
+                ("loaded_deks", &e.keys.len()),
+            ],
+        );
     }
     if want("keyspace") {
         out.push_str("# Keyspace\r\n");
@@ -509,4 +527,16 @@ async fn info(fe: &Frontend, args: &[Vec<u8>]) -> Reply {
         out.push_str("\r\n");
     }
     Reply::Bulk(out.into_bytes())
+}
+
+/// Appends one INFO section as Redis lays it out: a `# Title` line, a `field:value` line per field,
+/// and a blank line.
+fn section(out: &mut String, title: &str, fields: &[(&str, &dyn std::fmt::Display)]) {
+    use std::fmt::Write as _;
+    // Writing to a String cannot fail.
+    let _ = write!(out, "# {title}\r\n");
+    for (name, value) in fields {
+        let _ = write!(out, "{name}:{value}\r\n");
+    }
+    out.push_str("\r\n");
 }
