@@ -15,6 +15,7 @@ mod cli;
 mod coordinator;
 mod dev;
 mod encryption;
+mod engine_log;
 mod gc;
 mod kek_timer;
 mod log_budget;
@@ -55,6 +56,7 @@ fn init_tracing() {
     let filter = tracing_subscriber::EnvFilter::try_from_env("SEALKV_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,openraft=warn,h2=warn,tower=warn,hyper=warn"));
     tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(false).init();
+    engine_log::install();
 }
 
 fn main() -> ExitCode {
