@@ -3,8 +3,6 @@
 
 mod common;
 
-use std::time::{Duration, Instant};
-
 use fjall::KeyspaceCreateOptions;
 use sealkv_store::{Direction, KeyRange, Store};
 
@@ -16,17 +14,10 @@ fn value(i: u64) -> Vec<u8> {
     sealkv_testkit::incompressible(i, 512)
 }
 
-/// Waits (up to 10 s) until no memtable holds anything: fjall frees a flushed memtable's bytes
+/// The memtable bytes left once they drain (up to 10 s): fjall frees a flushed memtable's bytes
 /// just after it stops counting it as sealed, so the figure settles a moment after `flush`.
 fn memtables_drain(store: &Store) -> u64 {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let bytes = store.engine_stats().memtable_bytes;
-        if bytes == 0 || Instant::now() > deadline {
-            return bytes;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_for_engine(store, 10, |e| e.memtable_bytes == 0).memtable_bytes
 }
 
 fn check(store: &Store) {

@@ -31,14 +31,7 @@ fn small_opts(keys: &Arc<sealkv_crypto::Keystore>) -> StoreOptions {
 /// comparison between them (a 24 MiB write measured 0.27 MB once, against 2.4 MB usually).
 fn settle(store: &Store) {
     store.flush().unwrap();
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    while std::time::Instant::now() < deadline {
-        let e = store.engine_stats();
-        if e.flushes_pending == 0 && e.compactions_running == 0 {
-            return;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
+    wait_for_engine(store, 30, |e| e.flushes_pending == 0 && e.compactions_running == 0);
 }
 
 /// Peak heap growth (write, install) for a store of `mib` MiB of sealed 1 KiB values.
@@ -86,7 +79,8 @@ fn snapshot_write_and_install_use_bounded_memory() {
     const MIB: usize = 1 << 20;
     // A few MiB, whatever the size: the 256 KiB stream buffers, 1 MiB install batches, and fjall's
     // block cache, memtables and compaction buffers, plus the newest-version index's own memtable
-    // and small L0 tables (measured: 2.4 MiB write of either size, 9-10 MiB install of 24 MiB, 9-11 MiB of 72 MiB).
+    // and small L0 tables (measured: 2.4 MiB write of either size, 9-10 MiB install of 24 MiB,
+    // 9-11 MiB of 72 MiB).
     for (label, peak) in [("write", w_big), ("install", i_big)] {
         assert!(peak < 16 * MIB, "{label} of a 72 MiB store grew the heap by {peak} bytes");
     }

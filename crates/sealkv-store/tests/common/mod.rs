@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU16, Ordering};
 
 use sealkv_crypto::{Keystore, NonceFactory, Purpose, Sealer};
-use sealkv_store::{Applied, Durability, Store, StoreOptions};
+use sealkv_store::{Applied, Durability, EngineStats, Store, StoreOptions};
 
 pub const DEK_A: u32 = 0x0000_0A0A;
 pub const DEK_B: u32 = 0x0000_0B0B;
@@ -161,4 +161,17 @@ pub fn small_encrypted_stream() -> Vec<u8> {
     let mut stream = Vec::new();
     store.write_snapshot(&mut stream, &small_stream_header()).unwrap();
     stream
+}
+
+/// Polls the store's engine stats until `done` holds or `secs` pass, and returns the last ones
+/// (the caller asserts on them): fjall's flushes and compactions finish on its own threads.
+pub fn wait_for_engine(store: &Store, secs: u64, done: impl Fn(&EngineStats) -> bool) -> EngineStats {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+    loop {
+        let stats = store.engine_stats();
+        if done(&stats) || std::time::Instant::now() > deadline {
+            return stats;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
 }
