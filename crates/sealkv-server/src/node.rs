@@ -280,7 +280,7 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
             started: std::time::Instant::now(),
             port: addr.port(),
             commands_processed: Default::default(),
-            last_save: std::sync::atomic::AtomicU64::new(redis::info::unix_secs()),
+            last_save: std::sync::atomic::AtomicU64::new(crate::coordinator::now_ms() / 1000),
         });
         frontend = Some(fe.clone());
         tokio::spawn(redis::conn::serve(fe, listener));

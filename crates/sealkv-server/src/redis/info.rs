@@ -49,11 +49,6 @@ pub async fn server_command(fe: &Frontend, st: &mut State, args: &[Vec<u8>]) -> 
     }
 }
 
-/// Seconds since the Unix epoch (0 if the clock is before it).
-pub(crate) fn unix_secs() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_secs()
-}
-
 /// SAVE: writes every memtable of this node's store out as tables and answers once they are on
 /// disk. Unlike Redis there is no dump file to write: every acknowledged write is already durable
 /// in the journal. What SAVE changes is where the data sits, so the work of flushing it is done
@@ -61,16 +56,19 @@ pub(crate) fn unix_secs() -> u64 {
 /// as in Redis, where each replica saves itself.
 async fn save(fe: &Frontend) -> Reply {
     let store = fe.app.shared.store.clone();
-    match tokio::task::spawn_blocking(move || store.flush()).await {
-        Ok(Ok(())) => {
-            fe.last_save.store(unix_secs(), Ordering::Relaxed);
+    let flushed = match tokio::task::spawn_blocking(move || store.flush()).await {
+        Ok(r) => r.map_err(|e| e.to_string()),
+        Err(join) => Err(join.to_string()),
+    };
+    match flushed {
+        Ok(()) => {
+            fe.last_save.store(crate::coordinator::now_ms() / 1000, Ordering::Relaxed);
             Reply::Ok
         }
-        Ok(Err(e)) => {
+        Err(e) => {
             tracing::error!(error = %e, "SAVE failed");
             Reply::err(format!("ERR SAVE failed: {e}"))
         }
-        Err(e) => Reply::err(format!("ERR SAVE failed: {e}")),
     }
 }
 
