@@ -203,7 +203,15 @@ pub struct StateMachine {
     last_applied: Option<LogId>,
     membership: StoredMembership,
     last_ts: u64,
+    /// Where compressed command batches are inflated, kept from one to the next
+    /// (`compress::decompress_into` says why); dropped after a batch grows it past
+    /// [`KEEP_FRAME_BUF`].
+    frame_buf: Vec<u8>,
 }
+
+/// The largest inflate buffer the apply loop keeps between batches: the proposer's usual entry
+/// (up to 8 MiB of commands). A rarer, bigger one is freed after use rather than held.
+const KEEP_FRAME_BUF: usize = 8 << 20;
 
 /// What the store's opaque applied position holds for us.
 type Position = (Option<LogId>, StoredMembership);
@@ -225,7 +233,7 @@ impl StateMachine {
     pub fn new(shared: Arc<Shared>) -> Result<Self, StorageError> {
         let (last_applied, membership) = applied_position(&shared.store)?;
         let last_ts = shared.store.max_committed_ts();
-        Ok(StateMachine { shared, last_applied, membership, last_ts })
+        Ok(StateMachine { shared, last_applied, membership, last_ts, frame_buf: Vec::new() })
     }
 
     /// The shared half.
@@ -235,6 +243,25 @@ impl StateMachine {
 
     fn halt(&self, index: u64, key_id: u32, reason: impl std::fmt::Display) -> Halt {
         Halt { index, key_id, reason: reason.to_string() }
+    }
+
+    /// Applies one command-batch payload (opcode 0x08) into `batch`, inflating it into `buf`.
+    fn apply_machine(
+        &mut self,
+        batch: &mut ApplyBatch<'_>,
+        index: u64,
+        key_id: u32,
+        payload: &[u8],
+        buf: &mut Vec<u8>,
+    ) -> Result<ApplyResult, Halt> {
+        let (ts, body) = machine_frame::decode(payload, buf).map_err(|e| self.halt(index, key_id, e))?;
+        let Some(machine) = self.shared.machine.get() else {
+            return Err(self.halt(index, key_id, "command batch entry but this node has no command machine"));
+        };
+        let ts = ts.max(self.last_ts.saturating_add(1));
+        let out = machine.apply(batch, ts, body).map_err(|e| self.halt(index, key_id, e))?;
+        self.last_ts = ts;
+        Ok(ApplyResult { ts, out })
     }
 
     /// Applies one Normal payload into `batch`.
@@ -269,14 +296,12 @@ impl StateMachine {
                 Ok(ApplyResult { ts, out: Vec::new() })
             }
             Some(OP_MACHINE) => {
-                let (ts, body) = machine_frame::decode(payload).map_err(|e| self.halt(index, key_id, e))?;
-                let Some(machine) = self.shared.machine.get() else {
-                    return Err(self.halt(index, key_id, "command batch entry but this node has no command machine"));
-                };
-                let ts = ts.max(self.last_ts.saturating_add(1));
-                let out = machine.apply(batch, ts, &body).map_err(|e| self.halt(index, key_id, e))?;
-                self.last_ts = ts;
-                Ok(ApplyResult { ts, out })
+                let mut buf = std::mem::take(&mut self.frame_buf);
+                let res = self.apply_machine(batch, index, key_id, payload, &mut buf);
+                if buf.capacity() <= KEEP_FRAME_BUF {
+                    self.frame_buf = buf;
+                }
+                res
             }
             Some(0x02) => {
                 let ceiling = wire::decode_hlc_lease(payload).map_err(|e| self.halt(index, key_id, e))?;
