@@ -23,8 +23,8 @@
 //! might store what it read just before a commit, over the writer's update.
 //!
 //! Bounded: entries are charged their key, value and bookkeeping bytes against a budget split
-//! across shards, evicted in CLOCK order (a read marks an entry; eviction spares a marked entry
-//! once).
+//! across shards, evicted in CLOCK order (a read or an overwrite marks an entry; eviction spares
+//! a marked entry once).
 
 use std::collections::{HashMap, VecDeque};
 use std::hash::{BuildHasher, RandomState};
@@ -235,7 +235,18 @@ impl Shard {
             self.remove(prefix);
             return;
         }
-        self.remove(prefix);
+        if let Some(slot) = self.map.get_mut(prefix) {
+            // An overwrite keeps the key's place in the CLOCK queue, marked as a read marks it,
+            // instead of queueing the key again. Why: every write of a cached key used to leave a
+            // leftover queue entry and its own copy of the key, charged to the budget until a
+            // sweep reached it, so a write-heavy load on cached keys filled the budget with
+            // leftovers (and evicted live entries for them) and allocated on every write.
+            self.bytes = self.bytes - slot.value.cost() + value.cost();
+            slot.value = value;
+            slot.referenced = true;
+            self.evict(budget);
+            return;
+        }
         let key: Arc<[u8]> = Arc::from(prefix);
         let id = self.next_id;
         self.next_id += 1;
@@ -369,6 +380,43 @@ mod tests {
         assert_eq!(charged, 1_000 * (QUEUE_OVERHEAD + 1));
         c.put(b"k", newest(0, &[0u8; 100]));
         assert_eq!(c.stats().bytes as usize, charged + QUEUE_OVERHEAD + 1 + ENTRY_OVERHEAD + 1 + 100);
+    }
+
+    #[test]
+    fn overwriting_a_cached_key_keeps_one_queue_entry_and_an_exact_charge() {
+        let c = RowCache::new(1 << 20);
+        for ts in 0..1_000 {
+            c.put(b"k", newest(ts, &[0u8; 100]));
+        }
+        let one = QUEUE_OVERHEAD + 1 + ENTRY_OVERHEAD + 1;
+        assert_eq!(c.stats().bytes as usize, one + 100);
+        c.put(b"k", newest(1_000, &[0u8; 300]));
+        assert_eq!(c.stats().bytes as usize, one + 300);
+        assert_eq!(hit(&c, b"k"), Some(newest(1_000, &[0u8; 300])));
+        let queued: usize = c.shards.iter().map(|s| s.lock().unwrap().queue.len()).sum();
+        assert_eq!(queued, 1, "the overwrites queued the key again");
+    }
+
+    #[test]
+    fn an_overwritten_key_is_spared_once_like_a_read_one() {
+        // Four entries of 4-byte keys and 512-byte values fit a shard (648 bytes each), a fifth
+        // does not; every key is in the shard of "w".
+        let c = RowCache::new(SHARDS as u64 * 2600);
+        let shard_of = |k: &[u8]| (c.hasher.hash_one(k) as usize) % SHARDS;
+        let keys: Vec<Vec<u8>> =
+            (0u32..).map(|i| i.to_be_bytes().to_vec()).filter(|k| shard_of(k) == shard_of(b"w")).take(8).collect();
+        let value = [1u8; 512];
+        c.put(b"w", newest(1, &value));
+        c.put(&keys[0], newest(1, &value));
+        c.put(&keys[1], newest(1, &value));
+        // Rewritten, so the next sweep passes over it once.
+        c.put(b"w", newest(2, &value));
+        for k in &keys[2..4] {
+            c.put(k, newest(1, &value));
+        }
+        assert_eq!(hit(&c, &keys[1]), Some(newest(1, &value)));
+        assert_eq!(hit(&c, b"w"), Some(newest(2, &value)), "the rewritten key was evicted first");
+        assert_eq!(hit(&c, &keys[0]), None, "the oldest untouched key is the one evicted");
     }
 
     #[test]
