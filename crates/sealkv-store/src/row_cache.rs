@@ -239,8 +239,8 @@ impl Shard {
             // An overwrite keeps the key's place in the CLOCK queue, marked as a read marks it,
             // instead of queueing the key again. Why: every write of a cached key used to leave a
             // leftover queue entry and its own copy of the key, charged to the budget until a
-            // sweep reached it, so a write-heavy load on cached keys filled the budget with
-            // leftovers (and evicted live entries for them) and allocated on every write.
+            // sweep reached it, so a write-heavy load on cached keys spent budget that live
+            // entries could have held, and allocated a key on every write.
             self.bytes = self.bytes - slot.value.cost() + value.cost();
             slot.value = value;
             slot.referenced = true;
