@@ -18,6 +18,7 @@ pub mod layout;
 pub mod longdouble;
 pub mod machine;
 pub mod reply;
+pub mod reply_list;
 pub mod resp;
 
 pub use cmd::{Spec, lookup};

@@ -9,7 +9,8 @@ use crate::db::{BatchDb, Db, DbError, ReadDb, settle_counts};
 use crate::entry::{self, Group};
 use crate::keyspace::Ctx;
 use crate::layout::{self, CountDelta};
-use crate::reply::{self, Reply};
+use crate::reply::Reply;
+use crate::reply_list;
 
 /// What the apply hook runs for 0x08 entries: applies an entry body at commit timestamp `ts`,
 /// returning the encoded replies (one per group), or why apply must halt (a malformed body, a
@@ -25,7 +26,7 @@ pub fn apply(batch: &mut ApplyBatch<'_>, ts: u64, body: &[u8]) -> Result<Vec<u8>
         replies.push(run_group(&mut db, None, g).map_err(|e| e.to_string())?);
     }
     settle_counts(batch, ts, delta).map_err(|e| e.to_string())?;
-    Ok(reply::encode_replies(&replies))
+    Ok(reply_list::encode_replies(&replies))
 }
 
 /// Runs one group: a single command's reply, or an EXEC's array (null when a watched key

@@ -1,10 +1,8 @@
 //! Replies, independent of the protocol version until they are written to a connection: RESP2
 //! flattens maps, sets, doubles and pairs the way Redis does, RESP3 keeps their types.
 
-use serde::{Deserialize, Serialize};
-
 /// One reply.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum Reply {
     /// `+OK`.
     Ok,
@@ -137,23 +135,6 @@ fn bulk(out: &mut Vec<u8>, b: &[u8]) {
     out.extend_from_slice(b"\r\n");
 }
 
-/// Encodes a list of replies for the proposer (the state machine's output, a forwarded reply).
-pub fn encode_replies(replies: &[Reply]) -> Vec<u8> {
-    bincode::serialize(replies).unwrap_or_default()
-}
-
-/// Decodes [`encode_replies`] output; `None` if the bytes are not a reply list.
-pub fn decode_replies(bytes: &[u8]) -> Option<Vec<Reply>> {
-    use bincode::Options;
-    // Bounded like every other decoder: the output never exceeds what the input could describe.
-    bincode::DefaultOptions::new()
-        .with_fixint_encoding()
-        .allow_trailing_bytes()
-        .with_limit(bytes.len() as u64 * 8 + 1024)
-        .deserialize(bytes)
-        .ok()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -183,12 +164,5 @@ mod tests {
         let p = Reply::Pairs(vec![(Reply::bulk("m"), Reply::Double(2.0))]);
         assert_eq!(enc(&p, false), "*2\r\n$1\r\nm\r\n$1\r\n2\r\n");
         assert_eq!(enc(&p, true), "*1\r\n*2\r\n$1\r\nm\r\n,2\r\n");
-    }
-
-    #[test]
-    fn reply_lists_round_trip_and_garbage_is_refused() {
-        let r = vec![Reply::Ok, Reply::Array(vec![Reply::Nil, Reply::Double(0.25)]), Reply::err("WRONGTYPE x")];
-        assert_eq!(decode_replies(&encode_replies(&r)), Some(r));
-        assert_eq!(decode_replies(&[0xFF; 16]), None);
     }
 }

@@ -3,7 +3,7 @@
 
 use sealkv_redis::cursor::Cursors;
 use sealkv_redis::machine;
-use sealkv_redis::reply::decode_replies;
+use sealkv_redis::reply_list::decode_replies;
 use sealkv_redis::{Group, Reply, entry};
 use sealkv_store::{Applied, Durability, Store, StoreOptions};
 

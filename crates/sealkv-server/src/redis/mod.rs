@@ -19,7 +19,7 @@ use sealkv_raft::Shared;
 use sealkv_raft::timing::Timing;
 use sealkv_redis::cursor::Cursors;
 use sealkv_redis::machine;
-use sealkv_redis::reply::{decode_replies, encode_replies};
+use sealkv_redis::reply_list::{decode_replies, encode_replies};
 use sealkv_redis::{Group, Reply, entry};
 
 use crate::api::{self, ApiError, Request, Response};
@@ -116,9 +116,8 @@ async fn forward(addr: &str, write: bool, groups: &[Group]) -> Result<Vec<Reply>
         proposer::check_size(groups)?;
     }
     match api::call(addr, Request::Redis { write, body: entry::encode(groups) }, true).await? {
-        Response::Redis { replies } => {
-            decode_replies(&replies).ok_or_else(|| ApiError::new("Internal", "the leader's replies did not decode"))
-        }
+        Response::Redis { replies } => decode_replies(&replies)
+            .map_err(|e| ApiError::new("Internal", format!("the leader's replies did not decode: {e}"))),
         Response::Error(e) => Err(e),
         other => Err(ApiError::new("Internal", format!("unexpected answer {other:?}"))),
     }

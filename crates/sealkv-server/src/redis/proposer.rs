@@ -10,7 +10,7 @@
 
 use std::sync::Arc;
 
-use sealkv_redis::reply::decode_replies;
+use sealkv_redis::reply_list::decode_replies;
 use sealkv_redis::{Group, Reply, entry};
 
 use sealkv_raft::progress::FlushProgress;
@@ -133,7 +133,8 @@ async fn run(coordinator: Arc<Coordinator>, progress: FlushProgress, mut rx: mps
             };
             drop(unflushed);
             let result = result.and_then(|r| {
-                decode_replies(&r.out).ok_or_else(|| ApiError::new("Internal", "apply returned no replies"))
+                decode_replies(&r.out)
+                    .map_err(|e| ApiError::new("Internal", format!("the apply's replies did not decode: {e}")))
             });
             drop(permit);
             match result {
