@@ -12,6 +12,8 @@
 //! Integers are big-endian. Every count is checked against the bytes that remain (each item has
 //! a minimum size) before anything is allocated, and trailing bytes are an error.
 
+use crate::wire::Wire;
+
 /// The most groups in one entry.
 pub const MAX_GROUPS: u32 = 65_536;
 const FLAG_EXEC: u8 = 0x01;
@@ -94,27 +96,20 @@ fn bytes(out: &mut Vec<u8>, b: &[u8]) {
     out.extend_from_slice(b);
 }
 
-struct Reader<'a>(&'a [u8]);
+struct Reader<'a>(Wire<'a>);
 
 impl<'a> Reader<'a> {
     fn take(&mut self, n: usize, what: &'static str) -> Result<&'a [u8], EntryError> {
-        if self.0.len() < n {
-            return Err(EntryError::Truncated(what));
-        }
-        let (h, t) = self.0.split_at(n);
-        self.0 = t;
-        Ok(h)
+        self.0.take(n).ok_or(EntryError::Truncated(what))
     }
     fn u8(&mut self, what: &'static str) -> Result<u8, EntryError> {
-        Ok(self.take(1, what)?.first().copied().unwrap_or(0))
+        Ok(u8::from_be_bytes(self.0.array().ok_or(EntryError::Truncated(what))?))
     }
     fn u32(&mut self, what: &'static str) -> Result<u32, EntryError> {
-        let b = self.take(4, what)?;
-        Ok(u32::from_be_bytes(b.try_into().map_err(|_| EntryError::Truncated(what))?))
+        Ok(u32::from_be_bytes(self.0.array().ok_or(EntryError::Truncated(what))?))
     }
     fn u64(&mut self, what: &'static str) -> Result<u64, EntryError> {
-        let b = self.take(8, what)?;
-        Ok(u64::from_be_bytes(b.try_into().map_err(|_| EntryError::Truncated(what))?))
+        Ok(u64::from_be_bytes(self.0.array().ok_or(EntryError::Truncated(what))?))
     }
     fn bytes(&mut self, what: &'static str) -> Result<Vec<u8>, EntryError> {
         let n = self.u32(what)? as usize;
@@ -123,7 +118,7 @@ impl<'a> Reader<'a> {
     /// A count whose items are at least `min` bytes each.
     fn count(&mut self, what: &'static str, min: usize, max: u32) -> Result<usize, EntryError> {
         let c = self.u32(what)?;
-        if c > max || c as usize > self.0.len() / min {
+        if c > max || c as usize > self.0.remaining() / min {
             return Err(EntryError::Count(what, u64::from(c)));
         }
         Ok(c as usize)
@@ -132,7 +127,7 @@ impl<'a> Reader<'a> {
 
 /// Decodes an entry body; total.
 pub fn decode(body: &[u8]) -> Result<Vec<Group>, EntryError> {
-    let mut r = Reader(body);
+    let mut r = Reader(Wire::new(body));
     let n = r.count("groups", 9, MAX_GROUPS)?;
     if n == 0 {
         return Err(EntryError::Count("groups", 0));
@@ -161,8 +156,8 @@ pub fn decode(body: &[u8]) -> Result<Vec<Group>, EntryError> {
         }
         groups.push(Group { watches, cmds, exec: flags & FLAG_EXEC != 0 });
     }
-    if !r.0.is_empty() {
-        return Err(EntryError::Trailing(r.0.len()));
+    if r.0.remaining() != 0 {
+        return Err(EntryError::Trailing(r.0.remaining()));
     }
     Ok(groups)
 }

@@ -20,6 +20,7 @@ pub mod machine;
 pub mod reply;
 pub mod reply_list;
 pub mod resp;
+mod wire;
 
 pub use cmd::{Spec, lookup};
 pub use entry::Group;

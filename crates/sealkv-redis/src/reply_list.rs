@@ -23,6 +23,7 @@
 //! bytes, and it never reserves room for more elements than the remaining bytes could encode.
 
 use crate::reply::Reply;
+use crate::wire::Wire;
 
 /// The deepest nesting a decoded reply may have. The replies sealkv produces nest a few levels
 /// (EXEC of a command whose reply is a map of arrays); 64 leaves room for any command's and keeps
@@ -66,13 +67,13 @@ pub fn encode_replies(replies: &[Reply]) -> Vec<u8> {
 
 /// Decodes [`encode_replies`] output.
 pub fn decode_replies(bytes: &[u8]) -> Result<Vec<Reply>, ReplyListError> {
-    let mut r = Reader { rest: bytes };
+    let mut r = Reader(Wire::new(bytes));
     let n = r.len()?;
     let mut list = Vec::with_capacity(r.room(n, MIN_REPLY));
     for _ in 0..n {
         list.push(r.reply(0)?);
     }
-    match r.rest.len() {
+    match r.0.remaining() {
         0 => Ok(list),
         n => Err(ReplyListError::Trailing(n)),
     }
@@ -125,30 +126,26 @@ fn put(out: &mut Vec<u8>, r: &Reply) {
     }
 }
 
-struct Reader<'a> {
-    rest: &'a [u8],
-}
+struct Reader<'a>(Wire<'a>);
 
 impl<'a> Reader<'a> {
     fn take(&mut self, n: usize) -> Result<&'a [u8], ReplyListError> {
-        let (head, tail) = self.rest.split_at_checked(n).ok_or(ReplyListError::Truncated)?;
-        self.rest = tail;
-        Ok(head)
+        self.0.take(n).ok_or(ReplyListError::Truncated)
     }
 
     fn array<const N: usize>(&mut self) -> Result<[u8; N], ReplyListError> {
-        self.take(N)?.try_into().map_err(|_| ReplyListError::Truncated)
+        self.0.array().ok_or(ReplyListError::Truncated)
     }
 
     /// A count or length; one the remaining bytes cannot hold even at a byte each is truncated.
     fn len(&mut self) -> Result<usize, ReplyListError> {
         let n = u64::from_le_bytes(self.array()?);
-        usize::try_from(n).ok().filter(|n| *n <= self.rest.len()).ok_or(ReplyListError::Truncated)
+        usize::try_from(n).ok().filter(|n| *n <= self.0.remaining()).ok_or(ReplyListError::Truncated)
     }
 
     /// How many of `n` claimed elements of at least `each` bytes the remaining bytes can hold.
     fn room(&self, n: usize, each: usize) -> usize {
-        n.min(self.rest.len() / each)
+        n.min(self.0.remaining() / each)
     }
 
     fn bytes(&mut self) -> Result<&'a [u8], ReplyListError> {
