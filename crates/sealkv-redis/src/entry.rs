@@ -1,8 +1,10 @@
-//! The body of a command-batch entry (opcode 0x08, after `0x08 ‖ ver ‖ ts`): the groups of
-//! commands the leader collected from its clients in one proposal.
+//! The body of a command-batch entry (opcode 0x08, after `0x08 ‖ ver ‖ ts`): the command rules
+//! level the leader proposed it under, and the groups of commands it collected from its clients.
 //!
 //! ```text
-//! body:  count 4 ‖ count × group                                  (1 ≤ count ≤ 65536)
+//! entry: 0xFF ‖ level 1 ‖ groups        level ≥ 2 (crate::rules); level 1 is written bare:
+//!        groups                         every entry before levels existed is level 1
+//! groups: count 4 ‖ count × group                                  (1 ≤ count ≤ 65536)
 //! group: flags 1 ‖ nwatch 4 ‖ nwatch × (key_len 4 ‖ key ‖ version 8)
 //!                ‖ ncmd 4 ‖ ncmd × (argc 4 ‖ argc × (len 4 ‖ arg))
 //! flags: bit 0 = EXEC (reply is the array of the commands' replies, or null when a watched
@@ -10,13 +12,21 @@
 //! ```
 //!
 //! Integers are big-endian. Every count is checked against the bytes that remain (each item has
-//! a minimum size) before anything is allocated, and trailing bytes are an error.
+//! a minimum size) before anything is allocated, and trailing bytes are an error. A bare `groups`
+//! starts with 0x00 (its count is at most 65536), so the 0xFF mark cannot be mistaken for one; a
+//! build from before levels reads the mark as a group count far out of range and halts.
+//!
+//! A follower forwards its clients' groups to the leader as a bare `groups` too: the level is the
+//! leader's to choose when it proposes.
 
+use crate::rules::Rules;
 use crate::wire::Wire;
 
 /// The most groups in one entry.
 pub const MAX_GROUPS: u32 = 65_536;
 const FLAG_EXEC: u8 = 0x01;
+/// The first byte of an entry that names its rules level.
+const LEVEL_MARK: u8 = 0xFF;
 
 /// One client request inside an entry: a single command, or an EXEC'd transaction.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -66,28 +76,57 @@ pub enum EntryError {
     /// Bytes after the last group.
     #[error("command batch has {0} trailing bytes")]
     Trailing(usize),
+    /// A rules level this build does not read (a newer leader's), or level 1 behind the mark
+    /// (which no build writes: level 1 is bare).
+    #[error("command batch is at command rules level {0}, which this build does not apply: upgrade this node")]
+    Level(u8),
 }
 
-/// Encodes groups into an entry body.
+/// Encodes an entry body: `groups` under command rules `rules`.
+pub fn encode_entry(rules: Rules, groups: &[Group]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(6 + groups.iter().map(Group::size).sum::<usize>());
+    if rules != Rules::V1 {
+        out.extend_from_slice(&[LEVEL_MARK, rules.byte()]);
+    }
+    encode_into(&mut out, groups);
+    out
+}
+
+/// Decodes an entry body into its rules level and groups; total.
+pub fn decode_entry(body: &[u8]) -> Result<(Rules, Vec<Group>), EntryError> {
+    match body {
+        [LEVEL_MARK, level, groups @ ..] => match Rules::from_byte(*level) {
+            Some(rules) if rules != Rules::V1 => Ok((rules, decode(groups)?)),
+            _ => Err(EntryError::Level(*level)),
+        },
+        _ => Ok((Rules::V1, decode(body)?)),
+    }
+}
+
+/// Encodes bare groups (a forwarded request; inside an entry, after its level).
 pub fn encode(groups: &[Group]) -> Vec<u8> {
     let mut out = Vec::with_capacity(4 + groups.iter().map(Group::size).sum::<usize>());
+    encode_into(&mut out, groups);
+    out
+}
+
+fn encode_into(out: &mut Vec<u8>, groups: &[Group]) {
     out.extend_from_slice(&(groups.len() as u32).to_be_bytes());
     for g in groups {
         out.push(if g.exec { FLAG_EXEC } else { 0 });
         out.extend_from_slice(&(g.watches.len() as u32).to_be_bytes());
         for (k, v) in &g.watches {
-            bytes(&mut out, k);
+            bytes(out, k);
             out.extend_from_slice(&v.to_be_bytes());
         }
         out.extend_from_slice(&(g.cmds.len() as u32).to_be_bytes());
         for c in &g.cmds {
             out.extend_from_slice(&(c.len() as u32).to_be_bytes());
             for a in c {
-                bytes(&mut out, a);
+                bytes(out, a);
             }
         }
     }
-    out
 }
 
 fn bytes(out: &mut Vec<u8>, b: &[u8]) {
@@ -125,7 +164,7 @@ impl<'a> Reader<'a> {
     }
 }
 
-/// Decodes an entry body; total.
+/// Decodes bare groups; total.
 pub fn decode(body: &[u8]) -> Result<Vec<Group>, EntryError> {
     let mut r = Reader(Wire::new(body));
     let n = r.count("groups", 9, MAX_GROUPS)?;
@@ -196,6 +235,31 @@ mod tests {
     }
 
     #[test]
+    fn entry_layout_is_pinned_and_level_1_is_bare() {
+        let g = Group::single(vec![b"PING".to_vec()]);
+        let bare = encode(std::slice::from_ref(&g));
+        assert_eq!(bare, [&[0, 0, 0, 1, 0x00, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 1, 0, 0, 0, 4][..], b"PING"].concat());
+        let tagged = encode_entry(Rules::V2, std::slice::from_ref(&g));
+        assert_eq!(tagged, [&[0xFF, 0x02][..], &bare].concat());
+        assert_eq!(decode_entry(&tagged), Ok((Rules::V2, vec![g.clone()])));
+        assert_eq!(encode_entry(Rules::V1, std::slice::from_ref(&g)), bare, "level 1 is written bare");
+        assert_eq!(decode_entry(&bare), Ok((Rules::V1, vec![g])), "an entry from before levels is level 1");
+    }
+
+    #[test]
+    fn unknown_levels_halt_and_old_builds_cannot_misread_a_level() {
+        for level in [0u8, 1, 3, 0xFF] {
+            let mut b = vec![0xFF, level];
+            b.extend_from_slice(&encode(&[Group::single(vec![b"PING".to_vec()])]));
+            assert_eq!(decode_entry(&b), Err(EntryError::Level(level)), "level {level}");
+        }
+        // What a build without levels makes of a levelled entry: a group count out of range.
+        let tagged = encode_entry(Rules::V2, &[Group::single(vec![b"PING".to_vec()])]);
+        assert!(matches!(decode(&tagged), Err(EntryError::Count("groups", n)) if n > u64::from(MAX_GROUPS)));
+        assert!(decode_entry(&[0xFF]).is_err(), "a lone mark is a truncated entry");
+    }
+
+    #[test]
     fn hostile_counts_and_flags_are_refused() {
         assert_eq!(decode(&[0, 0, 0, 0]), Err(EntryError::Count("groups", 0)));
         assert_eq!(decode(&[0xFF, 0xFF, 0xFF, 0xFF]), Err(EntryError::Count("groups", u64::from(u32::MAX))));
@@ -231,8 +295,19 @@ mod tests {
         }
 
         #[test]
+        fn entries_round_trip_at_every_level(groups in proptest::collection::vec(group(), 1..4), v2 in any::<bool>()) {
+            let rules = if v2 { Rules::V2 } else { Rules::V1 };
+            let b = encode_entry(rules, &groups);
+            prop_assert_eq!(decode_entry(&b).unwrap(), (rules, groups));
+            for n in 0..b.len() {
+                prop_assert!(decode_entry(&b[..n]).is_err());
+            }
+        }
+
+        #[test]
         fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..200)) {
             let _ = decode(&bytes);
+            let _ = decode_entry(&bytes);
         }
     }
 }

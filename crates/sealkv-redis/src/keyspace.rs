@@ -7,6 +7,7 @@ use sealkv_store::live_at;
 use crate::db::{Db, DbError};
 use crate::layout::{self, Kind, Meta};
 use crate::reply::Reply;
+use crate::rules::Rules;
 
 /// Why a command did not produce its normal reply.
 #[derive(Debug)]
@@ -90,14 +91,17 @@ pub struct Ctx<'a> {
     pub db: &'a mut dyn Db,
     /// SCAN cursors (reads on the leader); `None` during apply, where a SCAN returns everything.
     pub cursors: Option<&'a Cursors>,
+    /// The rules the commands run under: the entry's level during apply, the current one for
+    /// reads.
+    pub rules: Rules,
     rng: u64,
 }
 
 impl<'a> Ctx<'a> {
-    /// A context over `db`.
-    pub fn new(db: &'a mut dyn Db, cursors: Option<&'a Cursors>) -> Self {
+    /// A context over `db`, running commands under `rules`.
+    pub fn new(db: &'a mut dyn Db, cursors: Option<&'a Cursors>, rules: Rules) -> Self {
         let rng = db.seed() | 1;
-        Ctx { db, cursors, rng }
+        Ctx { db, cursors, rules, rng }
     }
 
     /// Now, as expiry is judged.
@@ -269,25 +273,6 @@ pub fn int(b: &[u8]) -> Option<i64> {
     std::str::from_utf8(b).ok()?.parse().ok()
 }
 
-/// Parses a float the way Redis does (`inf`, `-inf`, decimals, exponents; never NaN).
-pub fn float(b: &[u8]) -> Option<f64> {
-    let s = std::str::from_utf8(b).ok()?;
-    if s.is_empty() || s.trim() != s {
-        return None;
-    }
-    let v: f64 = match s.to_ascii_lowercase().as_str() {
-        "inf" | "+inf" | "infinity" | "+infinity" => f64::INFINITY,
-        "-inf" | "-infinity" => f64::NEG_INFINITY,
-        _ => s.parse().ok()?,
-    };
-    (!v.is_nan()).then_some(v)
-}
-
-/// Parses a float or fails with `ERR value is not a valid float`.
-pub fn parse_float(b: &[u8]) -> Result<f64, Fail> {
-    float(b).ok_or(Fail::Reply(msg::NOT_FLOAT.into()))
-}
-
 /// Uppercases an option name for matching.
 pub fn upper(b: &[u8]) -> Vec<u8> {
     b.to_ascii_uppercase()
@@ -401,9 +386,5 @@ mod tests {
         assert_eq!(int(b"01"), None);
         assert_eq!(int(b" 1"), None);
         assert_eq!(int(b"99999999999999999999"), None);
-        assert_eq!(float(b"1.5e3"), Some(1500.0));
-        assert_eq!(float(b"-inf"), Some(f64::NEG_INFINITY));
-        assert_eq!(float(b"nan"), None);
-        assert_eq!(float(b"abc"), None);
     }
 }

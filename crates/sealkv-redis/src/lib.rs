@@ -20,6 +20,8 @@ pub mod machine;
 pub mod reply;
 pub mod reply_list;
 pub mod resp;
+pub mod rules;
+pub mod strtod;
 mod wire;
 
 pub use cmd::{Spec, lookup};

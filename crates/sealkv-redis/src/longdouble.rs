@@ -5,10 +5,13 @@
 //! digit in Redis. Why in software: every replica must compute the same bits whatever its CPU, and
 //! Rust has no `long double`.
 //!
-//! Differences from glibc's `strtold`, kept on purpose: hexadecimal floats, `nan` and text after
-//! an embedded NUL are refused (Redis refuses `nan` too).
+//! The text is read as `strtold` reads it ([`crate::strtod`]), hexadecimal floats included, and
+//! refused where Redis's `string2ld` refuses it: NaN, a range error, leading white space, text
+//! after an embedded NUL.
 
 use std::cmp::Ordering;
+
+use crate::strtod::{self, Format, Number};
 
 /// Redis refuses float arguments this long or longer (`MAX_LONG_DOUBLE_CHARS`).
 const MAX_CHARS: usize = 5 * 1024;
@@ -38,26 +41,38 @@ pub enum Num {
 /// Zero: the value of an absent key or field.
 pub const ZERO: Num = Num::Finite(Ld { neg: false, mant: 0, exp: 0 });
 
-/// Parses `b` as Redis's `string2ld` does: `None` for anything that is not a whole decimal float,
-/// for a leading space, for NaN, and for values that overflow or underflow to zero.
-pub fn parse(b: &[u8]) -> Option<Num> {
+/// Parses `b` as Redis's `string2ld` does: `None` for anything that is not one whole float, for a
+/// leading space, for NaN, and for values that overflow or underflow to zero. `hex`: whether
+/// hexadecimal floats are read, as `strtold` (and so Redis) reads them; entries proposed under
+/// command rules level 1 refused them ([`crate::rules`]).
+pub fn parse(b: &[u8], hex: bool) -> Option<Num> {
     if b.is_empty() || b.len() >= MAX_CHARS {
         return None;
     }
-    let (neg, rest) = match b.split_first() {
-        Some((b'-', r)) => (true, r),
-        Some((b'+', r)) => (false, r),
-        _ => (false, b),
+    // `string2ld` refuses what `strtold` would skip, so no white space is skipped here.
+    let s = strtod::scan(b, false)?;
+    if s.end != b.len() {
+        return None;
+    }
+    let ld = match s.number {
+        Number::Nan => return None,
+        Number::Infinity => return Some(Num::Infinite),
+        Number::Decimal(text) => {
+            let (digits, exp10) = decimal(text)?;
+            // Leading zeros are never kept, so a zero has no digits at all.
+            if digits.is_empty() {
+                return Some(Num::Finite(Ld { neg: s.neg, mant: 0, exp: 0 }));
+            }
+            from_decimal(s.neg, &digits, exp10)?
+        }
+        Number::Hex { wide, exp, sticky } if hex => {
+            if wide == 0 {
+                return Some(Num::Finite(Ld { neg: s.neg, mant: 0, exp: 0 }));
+            }
+            round_pack(s.neg, wide, exp, sticky)?
+        }
+        Number::Hex { .. } => return None,
     };
-    if rest.eq_ignore_ascii_case(b"inf") || rest.eq_ignore_ascii_case(b"infinity") {
-        return Some(Num::Infinite);
-    }
-    let (digits, exp10) = decimal(rest)?;
-    // Leading zeros are never kept, so a zero has no digits at all.
-    if digits.is_empty() {
-        return Some(Num::Finite(Ld { neg, mant: 0, exp: 0 }));
-    }
-    let ld = from_decimal(neg, &digits, exp10)?;
     // strtold's underflow to zero is an error for Redis; a subnormal is not.
     (ld.mant != 0).then_some(Num::Finite(ld))
 }
@@ -143,61 +158,15 @@ fn from_decimal(neg: bool, digits: &[u8], exp10: i64) -> Option<Ld> {
     round_pack(neg, q, -s, rest)
 }
 
+/// The x87 extended format: a 64-bit mantissa, values below 2^16384, subnormals down to 2^-16445.
+const EXTENDED: Format = Format { bits: 64, min_exp: MIN_EXP as i64, max_exp: MAX_EXP as i64 };
+
 /// Rounds `wide × 2^exp` (plus a nonzero tail below it when `sticky`) to a 64-bit mantissa;
 /// `None` when the result overflows.
 fn round_pack(neg: bool, wide: u128, exp: i64, sticky: bool) -> Option<Ld> {
-    if wide == 0 {
-        return Some(Ld { neg, mant: 0, exp: 0 });
-    }
-    let lz = wide.leading_zeros();
-    let m = wide << lz;
-    // Value = m × 2^e with m's top bit at 127; a normal result keeps m's top 64 bits.
-    let e = exp - i64::from(lz);
-    let mut out_exp = e + 64;
-    // Bits of m below the mantissa (64 for a normal result, more for a subnormal one).
-    let mut drop: u64 = 64;
-    if out_exp < i64::from(MIN_EXP) {
-        drop += (i64::from(MIN_EXP) - out_exp) as u64;
-        out_exp = i64::from(MIN_EXP);
-    }
-    let (mut mant, half_cmp) = if drop >= 129 {
-        (0u64, Ordering::Less)
-    } else if drop == 128 {
-        (0u64, cmp_half(m, 1u128 << 127, sticky))
-    } else {
-        let kept = (m >> drop) as u64;
-        let below = m & ((1u128 << drop) - 1);
-        (kept, cmp_half(below, 1u128 << (drop - 1), sticky))
-    };
-    let up = match half_cmp {
-        Ordering::Greater => true,
-        Ordering::Equal => mant & 1 == 1,
-        Ordering::Less => false,
-    };
-    if up {
-        match mant.checked_add(1) {
-            Some(v) => mant = v,
-            None => {
-                mant = 1 << 63;
-                out_exp += 1;
-            }
-        }
-    }
-    if out_exp > i64::from(MAX_EXP) {
-        return None;
-    }
-    if mant == 0 {
-        return Some(Ld { neg, mant: 0, exp: 0 });
-    }
-    Some(Ld { neg, mant, exp: out_exp as i32 })
-}
-
-/// Compares the dropped bits (and a sticky tail below them) with half a unit.
-fn cmp_half(below: u128, half: u128, sticky: bool) -> Ordering {
-    match below.cmp(&half) {
-        Ordering::Equal if sticky => Ordering::Greater,
-        o => o,
-    }
+    let (mant, exp) = strtod::round(EXTENDED, wide, exp, sticky).ok()?;
+    // Every exponent of the format fits an i32; a zero keeps its sign and exponent 0.
+    Some(Ld { neg, mant, exp: if mant == 0 { 0 } else { i32::try_from(exp).ok()? } })
 }
 
 /// Why an increment has no result.
@@ -446,7 +415,7 @@ mod tests {
     use proptest::prelude::*;
 
     fn incr(a: &str, b: &str) -> Option<String> {
-        Some(format(add(parse(a.as_bytes())?, parse(b.as_bytes())?).ok()?))
+        Some(format(add(parse(a.as_bytes(), true)?, parse(b.as_bytes(), true)?).ok()?))
     }
 
     /// Every expected string is what redis-server 7.0.15 (Debian 12, x86-64) answers to
@@ -473,6 +442,20 @@ mod tests {
             // Stored just below the decimal: the print rounds up to it.
             ("0.3", "0", "0.3"),
             ("-0.7", "0.000000000000000001", "-0.7"),
+            // Hexadecimal floats, as strtold reads them.
+            ("0x1p-2", "1", "1.25"),
+            ("1.25", "0x10", "17.25"),
+            ("17.25", "0x1.8", "18.75"),
+            ("18.75", "0X.8P1", "19.75"),
+            ("19.75", "-0x0", "19.75"),
+            ("-0x3", "0.2", "-2.8"),
+            ("0x1p-16445", "0", "0"),
+            // 2^64 + 1 is a tie (to 2^64), 2^64 + 3 one too (to 2^64 + 4); a digit past 128 bits
+            // breaks the tie of 2^64 + 1 + 2^-124 upwards.
+            ("0x1.0000000000000001p64", "0", "18446744073709551616"),
+            ("0x1.0000000000000003p64", "0", "18446744073709551620"),
+            ("0x1.00000000000000010000000000000000001p64", "0", "18446744073709551618"),
+            ("0x1.8p-16446", "0", "0"),
         ];
         for (a, b, want) in cases {
             assert_eq!(incr(a, b).as_deref(), Some(want), "{a} + {b}");
@@ -491,14 +474,59 @@ mod tests {
 
     #[test]
     fn refuses_what_redis_refuses() {
-        for bad in ["", " 1", "1 ", "x", "1e", "1e+", ".", "-", "+", "nan", "NaN", "1.5.2", "0x10", "1e-5000", "--1"] {
-            assert!(parse(bad.as_bytes()).is_none(), "{bad:?}");
+        // Each checked against redis-server 7.0.15: `SET k <text>`, then `INCRBYFLOAT k 0`.
+        let bad = [
+            "",
+            " 1",
+            "1 ",
+            "x",
+            "1e",
+            "1e+",
+            ".",
+            "-",
+            "+",
+            "nan",
+            "NaN",
+            "nan(1)",
+            "1.5.2",
+            "1e-5000",
+            "--1",
+            "0x",
+            "0x1p",
+            "0x.p1",
+            "0x1p-16446",
+            "0x1p16384",
+            "1\u{0}1",
+            "infinit",
+        ];
+        for bad in bad {
+            assert!(parse(bad.as_bytes(), true).is_none(), "{bad:?}");
         }
-        for good in [".5", "5.", "+1", "-1", "1E3", "1e+3", "inf", "-Infinity", "007", "1e-4950"] {
-            assert!(parse(good.as_bytes()).is_some(), "{good:?}");
+        let good = [
+            ".5",
+            "5.",
+            "+1",
+            "-1",
+            "1E3",
+            "1e+3",
+            "inf",
+            "-Infinity",
+            "007",
+            "1e-4950",
+            "0x10",
+            "-0X1P4",
+            "0x1p16383",
+            "0x.8",
+        ];
+        for good in good {
+            assert!(parse(good.as_bytes(), true).is_some(), "{good:?}");
         }
-        assert!(parse("1".repeat(MAX_CHARS).as_bytes()).is_none(), "too long");
-        assert_eq!(add(parse(b"inf").expect("inf"), parse(b"1").expect("1")), Err(NotFinite));
+        // Command rules level 1 read no hexadecimal float.
+        for hex in ["0x10", "-0X1P4", "0x.8", "0x0"] {
+            assert!(parse(hex.as_bytes(), false).is_none(), "{hex:?}");
+        }
+        assert!(parse("1".repeat(MAX_CHARS).as_bytes(), true).is_none(), "too long");
+        assert_eq!(add(parse(b"inf", true).expect("inf"), parse(b"1", true).expect("1")), Err(NotFinite));
     }
 
     #[test]
@@ -526,7 +554,8 @@ mod tests {
 
         #[test]
         fn any_bytes_parse_without_panicking(b in proptest::collection::vec(any::<u8>(), 0..64)) {
-            let _ = parse(&b);
+            let _ = parse(&b, true);
+            let _ = parse(&b, false);
         }
 
         #[test]
@@ -536,7 +565,7 @@ mod tests {
             // are 2^-56 (1.4e-17) or more apart.
             if v.exp >= -56 && v.mant >> 63 == 1 {
                 let s = format(v);
-                prop_assert_eq!(parse(s.as_bytes()), Some(Num::Finite(v)), "{}", s);
+                prop_assert_eq!(parse(s.as_bytes(), true), Some(Num::Finite(v)), "{}", s);
             }
         }
     }

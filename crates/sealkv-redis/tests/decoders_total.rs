@@ -7,6 +7,7 @@ use proptest::prelude::*;
 use sealkv_redis::layout::{Counts, Meta};
 use sealkv_redis::reply_list::{decode_replies, encode_replies};
 use sealkv_redis::resp::{self, Limits};
+use sealkv_redis::rules::Rules;
 use sealkv_redis::{Group, Reply, entry};
 use sealkv_testkit::{CountingAlloc, requested_during};
 
@@ -25,6 +26,7 @@ fn check(input: &[u8]) -> Result<(), TestCaseError> {
     for (name, bytes) in [
         ("RESP request", requested_during(|| resp::parse(input, &Limits::default()).is_ok()).1),
         ("command batch", requested_during(|| entry::decode(input).is_ok()).1),
+        ("command batch entry", requested_during(|| entry::decode_entry(input).is_ok()).1),
         ("meta record", requested_during(|| Meta::decode(input).is_ok()).1),
         ("count record", requested_during(|| Counts::decode(input).is_ok()).1),
         ("reply list", requested_during(|| decode_replies(input).is_ok()).1),
@@ -44,7 +46,7 @@ fn samples() -> Vec<Vec<u8>> {
     vec![
         b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$1\r\nv\r\n".to_vec(),
         b"set k \"v w\"\r\n".to_vec(),
-        entry::encode(&[group, Group::single(vec![b"PING".to_vec()])]),
+        entry::encode_entry(Rules::CURRENT, &[group, Group::single(vec![b"PING".to_vec()])]),
         Meta::String(b"value".to_vec()).encode(),
         encode_replies(&[
             Reply::Array(vec![Reply::bulk("a"), Reply::Map(vec![(Reply::bulk("k"), Reply::Double(1.5))])]),

@@ -4,6 +4,7 @@
 use sealkv_redis::cursor::Cursors;
 use sealkv_redis::machine;
 use sealkv_redis::reply_list::decode_replies;
+use sealkv_redis::rules::Rules;
 use sealkv_redis::{Group, Reply, entry};
 use sealkv_store::{Applied, Durability, Store, StoreOptions};
 
@@ -28,10 +29,15 @@ impl Node {
 
     /// Applies groups as one entry at the node's clock; the replies.
     fn apply(&mut self, groups: &[Group]) -> Vec<Reply> {
+        self.apply_at(Rules::CURRENT, groups)
+    }
+
+    /// Applies groups as one entry proposed under `rules`.
+    fn apply_at(&mut self, rules: Rules, groups: &[Group]) -> Vec<Reply> {
         self.index += 1;
         let ts = (self.ms << 16) + self.index;
         let mut b = self.store.batch();
-        let out = machine::apply(&mut b, ts, &entry::encode(groups)).unwrap();
+        let out = machine::apply(&mut b, ts, &entry::encode_entry(rules, groups)).unwrap();
         b.commit(&Applied { index: self.index, log_id: vec![1] }, Durability::Buffered).unwrap();
         decode_replies(&out).unwrap()
     }
@@ -51,6 +57,34 @@ fn bulk(s: &str) -> Reply {
 
 fn strs(v: &[&str]) -> Reply {
     Reply::Array(v.iter().map(|s| bulk(s)).collect())
+}
+
+/// An entry is evaluated under the rules level it was proposed under, whatever the build: a bare
+/// entry (from a build before levels) reads floats as that build did, so a node that applies it
+/// after an upgrade agrees with the nodes that applied it before theirs.
+#[test]
+fn each_entry_runs_under_the_rules_it_was_proposed_under() {
+    let mut n = Node::new();
+    let cmds = ["ZADD z 0x10 hex", "ZADD z 1e400 big", "ZCOUNT z 0x1 +inf", "SET f 0x1p-2", "INCRBYFLOAT f 1"];
+    let groups: Vec<Group> = cmds.iter().map(|c| Group::single(args(c))).collect();
+    let not_float = Reply::err("ERR value is not a valid float");
+    let old = n.apply_at(Rules::V1, &groups);
+    assert_eq!(
+        old,
+        vec![
+            not_float.clone(),
+            Reply::Int(1),
+            Reply::err("ERR min or max is not a float"),
+            Reply::Ok,
+            not_float.clone()
+        ]
+    );
+    assert_eq!(n.r("ZSCORE z big"), Reply::Double(f64::INFINITY), "level 1 read 1e400 as infinity");
+    n.w("DEL z");
+    let new = n.apply_at(Rules::V2, &groups);
+    assert_eq!(new, vec![Reply::Int(1), not_float, Reply::Int(1), Reply::Ok, bulk("1.25")]);
+    assert_eq!(n.r("ZSCORE z hex"), Reply::Double(16.0));
+    assert_eq!(n.r("ZCOUNT z 0x1 +inf"), Reply::Int(1), "reads run under the current rules");
 }
 
 #[test]
@@ -443,11 +477,20 @@ fn a_corrupt_counts_record_halts_the_apply_and_answers_reads_with_an_error() {
     let Reply::Error(e) = n.r("DBSIZE") else { panic!("DBSIZE answered from a corrupt record") };
     assert!(e.contains("corrupt Redis metadata (counts length)"), "{e}");
     let mut b = n.store.batch();
-    let err = machine::apply(&mut b, (n.ms << 16) + n.index + 1, &entry::encode(&[Group::single(args("SET c v"))]));
+    let err = machine::apply(
+        &mut b,
+        (n.ms << 16) + n.index + 1,
+        &entry::encode_entry(Rules::CURRENT, &[Group::single(args("SET c v"))]),
+    );
     assert!(err.unwrap_err().contains("counts length"));
     // An entry that does not move the counts does not read the record.
     let mut b = n.store.batch();
     assert!(
-        machine::apply(&mut b, (n.ms << 16) + n.index + 1, &entry::encode(&[Group::single(args("SET a w"))])).is_ok()
+        machine::apply(
+            &mut b,
+            (n.ms << 16) + n.index + 1,
+            &entry::encode_entry(Rules::CURRENT, &[Group::single(args("SET a w"))])
+        )
+        .is_ok()
     );
 }

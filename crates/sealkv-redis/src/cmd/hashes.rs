@@ -148,14 +148,14 @@ pub(super) fn hincrby(ctx: &mut Ctx<'_>, a: &Args<'_>) -> Res {
 pub(super) fn hincrbyfloat(ctx: &mut Ctx<'_>, a: &Args<'_>) -> Res {
     let (key, f) = (a.get(1), a.get(2));
     // Redis's order: the increment, then the key's type, then the stored value.
-    let by = longdouble::parse(a.get(3)).ok_or(Fail::Reply(msg::NOT_FLOAT.into()))?;
+    let by = ctx.rules.long_double(a.get(3)).ok_or(Fail::Reply(msg::NOT_FLOAT.into()))?;
     if by == longdouble::Num::Infinite {
         return fail("ERR value is NaN or Infinity");
     }
     let live = ctx.lookup_for_write(key, Some(Kind::Hash))?;
     let cur = if live.is_some() { ctx.element(key, f)? } else { None };
     let base = match &cur {
-        Some(v) => longdouble::parse(v).ok_or(Fail::Reply("ERR hash value is not a float".into()))?,
+        Some(v) => ctx.rules.long_double(v).ok_or(Fail::Reply("ERR hash value is not a float".into()))?,
         None => longdouble::ZERO,
     };
     let next = longdouble::add(base, by).or_else(|_| fail("ERR increment would produce NaN or Infinity"))?;

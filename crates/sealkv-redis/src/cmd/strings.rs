@@ -245,10 +245,10 @@ pub(super) fn incrbyfloat(ctx: &mut Ctx<'_>, a: &Args<'_>) -> Res {
     // Redis checks the key's type and value before the increment.
     let live = ctx.lookup_for_write(key, Some(Kind::String))?;
     let cur = match string_of(live.clone()) {
-        Some((v, _)) => longdouble::parse(&v).ok_or(Fail::Reply(msg::NOT_FLOAT.into()))?,
+        Some((v, _)) => ctx.rules.long_double(&v).ok_or(Fail::Reply(msg::NOT_FLOAT.into()))?,
         None => longdouble::ZERO,
     };
-    let by = longdouble::parse(a.get(2)).ok_or(Fail::Reply(msg::NOT_FLOAT.into()))?;
+    let by = ctx.rules.long_double(a.get(2)).ok_or(Fail::Reply(msg::NOT_FLOAT.into()))?;
     let next = longdouble::add(cur, by).or_else(|_| fail("ERR increment would produce NaN or Infinity"))?;
     let text = longdouble::format(next).into_bytes();
     let expire = live.as_ref().map_or(0, |l| l.expire);

@@ -8,7 +8,7 @@ use std::ops::Bound;
 use super::Args;
 use super::keys::{scan_elements, scan_opts};
 use super::strings::range;
-use crate::keyspace::{Ctx, Fail, Live, Res, count_of, fail, float, msg, parse_int, upper};
+use crate::keyspace::{Ctx, Fail, Live, Res, count_of, fail, msg, parse_int, upper};
 use crate::layout::{self, Kind, Meta, sortable, unsortable};
 use crate::reply::{Reply, format_double};
 
@@ -77,11 +77,11 @@ fn whole_index(key: &[u8]) -> (Bound<Vec<u8>>, Bound<Vec<u8>>) {
 #[derive(Clone, Copy)]
 struct ScoreBound(f64, bool);
 
-fn score_bound(b: &[u8]) -> Result<ScoreBound, Fail> {
+fn score_bound(ctx: &Ctx<'_>, b: &[u8]) -> Result<ScoreBound, Fail> {
     let bad = || Fail::Reply("ERR min or max is not a float".into());
     match b.strip_prefix(b"(") {
-        Some(rest) => Ok(ScoreBound(float(rest).ok_or_else(bad)?, true)),
-        None => Ok(ScoreBound(float(b).ok_or_else(bad)?, false)),
+        Some(rest) => Ok(ScoreBound(ctx.rules.range_bound(rest).ok_or_else(bad)?, true)),
+        None => Ok(ScoreBound(ctx.rules.range_bound(b).ok_or_else(bad)?, false)),
     }
 }
 
@@ -235,7 +235,7 @@ fn select(ctx: &Ctx<'_>, key: &[u8], lo: &[u8], hi: &[u8], spec: &RangeSpec) -> 
     // whether the key is absent, a sorted set or of another type.
     let bounds = match spec.by {
         By::Rank => Bounds::Rank(parse_int(lo)?, parse_int(hi)?),
-        By::Score => Bounds::Score(score_bound(lo)?, score_bound(hi)?),
+        By::Score => Bounds::Score(score_bound(ctx, lo)?, score_bound(ctx, hi)?),
         By::Lex => Bounds::Lex(lex_bound(lo)?, lex_bound(hi)?),
     };
     let Some(live) = ctx.lookup_kind(key, Kind::ZSet)? else { return Ok(Vec::new()) };
@@ -366,7 +366,7 @@ pub(super) fn zadd(ctx: &mut Ctx<'_>, a: &Args<'_>) -> Res {
     let mut parsed = Vec::with_capacity(pairs.len() / 2);
     for p in pairs.chunks_exact(2) {
         if let [s, m] = p {
-            parsed.push((float(s).ok_or(Fail::Reply(msg::NOT_FLOAT.into()))?, m.clone()));
+            parsed.push((ctx.rules.score(s).ok_or(Fail::Reply(msg::NOT_FLOAT.into()))?, m.clone()));
         }
     }
     let live = ctx.lookup_for_write(key, Some(Kind::ZSet))?;
@@ -412,7 +412,7 @@ pub(super) fn zadd(ctx: &mut Ctx<'_>, a: &Args<'_>) -> Res {
 
 pub(super) fn zincrby(ctx: &mut Ctx<'_>, a: &Args<'_>) -> Res {
     let key = a.get(1);
-    let by = float(a.get(2)).ok_or(Fail::Reply(msg::NOT_FLOAT.into()))?;
+    let by = ctx.rules.score(a.get(2)).ok_or(Fail::Reply(msg::NOT_FLOAT.into()))?;
     let m = a.get(3);
     let live = ctx.lookup_for_write(key, Some(Kind::ZSet))?;
     let old = if live.is_some() { score_of(ctx, key, m)? } else { None };
@@ -479,7 +479,7 @@ pub(super) fn zcard(ctx: &mut Ctx<'_>, a: &Args<'_>) -> Res {
 }
 
 pub(super) fn zcount(ctx: &mut Ctx<'_>, a: &Args<'_>) -> Res {
-    let (min, max) = (score_bound(a.get(2))?, score_bound(a.get(3))?);
+    let (min, max) = (score_bound(ctx, a.get(2))?, score_bound(ctx, a.get(3))?);
     if ctx.lookup_kind(a.get(1), Kind::ZSet)?.is_none() {
         return Ok(Reply::Int(0));
     }
@@ -537,7 +537,7 @@ pub(super) fn zpopmax(ctx: &mut Ctx<'_>, a: &Args<'_>) -> Res {
 
 pub(super) fn zremrangebyscore(ctx: &mut Ctx<'_>, a: &Args<'_>) -> Res {
     let key = a.get(1);
-    let (min, max) = (score_bound(a.get(2))?, score_bound(a.get(3))?);
+    let (min, max) = (score_bound(ctx, a.get(2))?, score_bound(ctx, a.get(3))?);
     let Some(live) = ctx.lookup_for_write(key, Some(Kind::ZSet))? else { return Ok(Reply::Int(0)) };
     let gone = by_score(ctx, key, min, max, false)?;
     remove_members(ctx, key, &live, &gone)?;

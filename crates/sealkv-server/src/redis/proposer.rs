@@ -11,6 +11,7 @@
 use std::sync::Arc;
 
 use sealkv_redis::reply_list::decode_replies;
+use sealkv_redis::rules::Rules;
 use sealkv_redis::{Group, Reply, entry};
 
 use sealkv_raft::progress::FlushProgress;
@@ -118,7 +119,7 @@ async fn run(coordinator: Arc<Coordinator>, progress: FlushProgress, mut rx: mps
                 waiters.push((j.groups.len(), j.reply));
                 groups.extend(j.groups);
             }
-            let body = entry::encode(&groups);
+            let body = entry::encode_entry(Rules::CURRENT, &groups);
             let write = coordinator.write_commands(&body);
             tokio::pin!(write);
             // The disk permit goes when the entry is on the leader's disk, or at the latest with

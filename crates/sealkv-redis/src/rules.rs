@@ -1,0 +1,128 @@
+//! Command rules levels: which version of the commands' semantics an entry is evaluated under.
+//!
+//! Every replica evaluates a command-batch entry when it applies it (`docs/redis.md`). A change to
+//! what a command does with the same arguments and state (reading `0x10` as a score, say) would
+//! make two builds disagree about the same entry: in a rolling upgrade, and for the entries a
+//! restarted node applies that the others applied before their own upgrade. So the leader writes
+//! the level it proposes under into each entry ([`crate::entry::encode_entry`]), every replica
+//! evaluates the entry under that level whatever its build, and a build that does not know an
+//! entry's level halts there instead of guessing. Reads, which no replica repeats, run under
+//! [`Rules::CURRENT`].
+//!
+//! Every behaviour that differs between levels is decided here, so a level is one list of
+//! differences, not a condition spread over the commands.
+
+use crate::longdouble::{self, Num};
+use crate::strtod;
+
+/// A command rules level.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Rules {
+    /// Entries without a level (every entry before levels existed). Scores and range bounds are
+    /// read by Rust's float parser: no hexadecimal floats, `1e400` is infinity and `1e-400` zero.
+    /// INCRBYFLOAT and HINCRBYFLOAT read no hexadecimal float either.
+    V1 = 1,
+    /// Floats are read as Redis reads them, through `strtod`/`strtold` ([`crate::strtod`]):
+    /// hexadecimal floats are numbers, a score that overflows or underflows to zero is refused,
+    /// and a range bound skips leading white space, ends at an embedded NUL, and reads an empty
+    /// bound as 0.
+    V2 = 2,
+}
+
+impl Rules {
+    /// The level this build proposes under.
+    pub const CURRENT: Rules = Rules::V2;
+
+    /// The level a stored level byte names; `None` for one this build does not know.
+    pub fn from_byte(b: u8) -> Option<Rules> {
+        match b {
+            1 => Some(Rules::V1),
+            2 => Some(Rules::V2),
+            _ => None,
+        }
+    }
+
+    /// The level's byte in an entry.
+    pub fn byte(self) -> u8 {
+        self as u8
+    }
+
+    /// A score argument (ZADD, ZINCRBY); `None` is `ERR value is not a valid float`.
+    pub fn score(self, b: &[u8]) -> Option<f64> {
+        match self {
+            Rules::V1 => v1_float(b),
+            Rules::V2 => strtod::string2d(b),
+        }
+    }
+
+    /// A score range bound after its optional `(` (ZRANGE BYSCORE, ZRANGEBYSCORE, ZCOUNT,
+    /// ZREMRANGEBYSCORE); `None` is `ERR min or max is not a float`.
+    pub fn range_bound(self, b: &[u8]) -> Option<f64> {
+        match self {
+            Rules::V1 => v1_float(b),
+            Rules::V2 => strtod::range_bound(b),
+        }
+    }
+
+    /// An INCRBYFLOAT or HINCRBYFLOAT operand, or the value it increments.
+    pub fn long_double(self, b: &[u8]) -> Option<Num> {
+        longdouble::parse(b, self >= Rules::V2)
+    }
+}
+
+/// Level 1's float reading, kept exactly as it was: `inf` and `infinity` with an optional sign,
+/// otherwise Rust's `f64` parser; never NaN, no surrounding white space.
+fn v1_float(b: &[u8]) -> Option<f64> {
+    let s = std::str::from_utf8(b).ok()?;
+    if s.is_empty() || s.trim() != s {
+        return None;
+    }
+    let v: f64 = match s.to_ascii_lowercase().as_str() {
+        "inf" | "+inf" | "infinity" | "+infinity" => f64::INFINITY,
+        "-inf" | "-infinity" => f64::NEG_INFINITY,
+        _ => s.parse().ok()?,
+    };
+    (!v.is_nan()).then_some(v)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn level_bytes_round_trip_and_unknown_ones_are_refused() {
+        for r in [Rules::V1, Rules::V2] {
+            assert_eq!(Rules::from_byte(r.byte()), Some(r));
+        }
+        assert_eq!(Rules::CURRENT, Rules::V2);
+        for b in [0u8, 3, 0xFF] {
+            assert_eq!(Rules::from_byte(b), None, "{b}");
+        }
+    }
+
+    /// Level 1 must keep answering as it did, so a newer build applies old entries as the build
+    /// that first applied them did.
+    #[test]
+    fn level_1_reads_floats_as_it_always_did() {
+        assert_eq!(Rules::V1.score(b"1.5e3"), Some(1500.0));
+        assert_eq!(Rules::V1.score(b"-inf"), Some(f64::NEG_INFINITY));
+        assert_eq!(Rules::V1.score(b"1e400"), Some(f64::INFINITY));
+        assert_eq!(Rules::V1.score(b"1e-400"), Some(0.0));
+        for refused in [&b"nan"[..], b"abc", b"0x10", b" 1", b"", b"(1"] {
+            assert_eq!(Rules::V1.score(refused), None, "{refused:?}");
+            assert_eq!(Rules::V1.range_bound(refused), None, "{refused:?}");
+        }
+        assert!(Rules::V1.long_double(b"0x10").is_none());
+    }
+
+    #[test]
+    fn level_2_reads_floats_as_redis_does() {
+        assert_eq!(Rules::V2.score(b"0x10"), Some(16.0));
+        assert_eq!(Rules::V2.score(b"1e400"), None);
+        assert_eq!(Rules::V2.score(b"1e-400"), None);
+        assert_eq!(Rules::V2.range_bound(b" 1"), Some(1.0));
+        assert_eq!(Rules::V2.range_bound(b""), Some(0.0));
+        assert_eq!(Rules::V2.range_bound(b"1e400"), Some(f64::INFINITY));
+        assert!(Rules::V2.long_double(b"0x10").is_some());
+    }
+}
