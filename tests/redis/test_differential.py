@@ -56,10 +56,13 @@ def tearDownModule():
 
 
 KEYS = [b"a", b"b", b"c", b"d"]
-VALS = [b"0", b"1", b"-2", b"7", b"10", b"1.5", b"x", b"hello", b"", b"\x00\xff", b"3e2", b" 1", b"9223372036854775807", b"0.1", b"-0.3", b"100000.1"]
+VALS = [b"0", b"1", b"-2", b"7", b"10", b"1.5", b"x", b"hello", b"", b"\x00\xff", b"3e2", b" 1", b"9223372036854775807", b"0.1", b"-0.3", b"100000.1", b"-0x3"]
 FIELDS = [b"f1", b"f2", b"f3", b"7"]
 NUMS = [b"0", b"1", b"2", b"-1", b"-3", b"5", b"100", b"x", b"1.5"]
-SCORES = [b"0", b"1", b"2.5", b"-1", b"inf", b"-inf", b"+inf", b"x", b"(1", b"(2.5", b"1e1"]
+SCORES = [b"0", b"1", b"2.5", b"-1", b"inf", b"-inf", b"+inf", b"x", b"(1", b"(2.5", b"1e1", b"0x2", b"(0x1p1", b" 1", b"", b"1e400"]
+# Scores as strtod reads them: hexadecimal, out of range (refused by ZADD, infinity or zero in a
+# range), and the smallest subnormal.
+ODD_SCORES = [b"0x10", b"-0x1.8p1", b"1e400", b"-1e400", b"1e-400", b"0x1p-1080", b"0X1P4", b"4.9e-324", b"0x"]
 # Expiry times: none expires while a run lasts (a TTL running out between the two servers'
 # copies of one command would make them differ), or they are refused, or already past.
 TTLS = [b"100000", b"3600000", b"0", b"-1", b"x", b"1.5"]
@@ -95,7 +98,7 @@ def gen(r):
         lambda: [b"DECR", K],
         lambda: [b"INCRBY", K, N],
         lambda: [b"DECRBY", K, N],
-        lambda: [b"INCRBYFLOAT", K, r.choice([b"1.5", b"-0.25", b"x", b"1e2", b"3", b"0.1", b"0.2", b"1e17", b"inf"])],
+        lambda: [b"INCRBYFLOAT", K, r.choice([b"1.5", b"-0.25", b"x", b"1e2", b"3", b"0.1", b"0.2", b"1e17", b"inf", b"0x10", b"-0x1p-2"])],
         lambda: [b"APPEND", K, V],
         lambda: [b"STRLEN", K],
         lambda: [b"GETRANGE", K, N, n(r)],
@@ -145,7 +148,7 @@ def gen(r):
         lambda: [b"HLEN", K],
         lambda: [b"HEXISTS", K, r.choice(FIELDS)],
         lambda: [b"HINCRBY", K, r.choice(FIELDS), N],
-        lambda: [b"HINCRBYFLOAT", K, r.choice(FIELDS), r.choice([b"1.5", b"x", b"2", b"0.1", b"-inf"])],
+        lambda: [b"HINCRBYFLOAT", K, r.choice(FIELDS), r.choice([b"1.5", b"x", b"2", b"0.1", b"-inf", b"0xA"])],
         lambda: [b"HKEYS", K],
         lambda: [b"HVALS", K],
         lambda: [b"HSTRLEN", K, r.choice(FIELDS)],
@@ -172,6 +175,8 @@ def gen(r):
         lambda: [r.choice([b"SINTERSTORE", b"SUNIONSTORE", b"SDIFFSTORE"]), K, k(r), k(r)],
         lambda: [b"SINTERCARD", r.choice([b"2", b"1", b"0", b"x"]), K, k(r)] + r.choice([[], [b"LIMIT", N]]),
         lambda: [b"ZADD", K] + sum(r.sample([[b"NX"], [b"XX"], [b"GT"], [b"LT"], [b"CH"], [b"INCR"]], r.randrange(3)), []) + [r.choice(SCORES[:7]), v(r)] + r.choice([[], [r.choice(SCORES), v(r)]]),
+        lambda: [b"ZADD", K, r.choice(ODD_SCORES), v(r)],
+        lambda: [b"ZINCRBY", K, r.choice(ODD_SCORES), V],
         lambda: [b"ZREM", K, V, v(r)],
         lambda: [b"ZSCORE", K, V],
         lambda: [b"ZMSCORE", K, V, v(r)],
@@ -232,7 +237,7 @@ def norm(cmd, x):
     if isinstance(x, bytes):
         try:
             f = float(x)
-            if name in (b"ZSCORE", b"ZMSCORE", b"ZINCRBY", b"ZADD") or b"WITHSCORES" in cmd:
+            if name in (b"ZSCORE", b"ZMSCORE", b"ZINCRBY", b"ZADD", b"ZPOPMIN", b"ZPOPMAX") or b"WITHSCORES" in cmd:
                 return ("num", f)
         except ValueError:
             pass
@@ -358,6 +363,37 @@ class Differential(unittest.TestCase):
             cmd = [w.encode() for w in line.split()]
             x, y = norm(cmd, run(theirs, cmd)), norm(cmd, run(ours, cmd))
             self.assertEqual(x, y, f"{line}: redis-server {REDIS.version} answers {x!r}, sealkv {y!r}")
+
+    def test_floats_read_as_strtod_reads_them(self):
+        """Scores, score ranges and float increments are read by C's strtod/strtold in Redis:
+        hexadecimal floats are numbers, ZADD refuses an overflow or an underflow to zero that a
+        range bound reads as infinity or zero, and a range bound skips leading white space and
+        reads an empty bound as 0."""
+        script = [
+            ["ZADD", "z", "1", "a", "2", "b", "3", "c"], ["ZADD", "z", "0x10", "m"], ["ZADD", "z", "0X1P4", "m1"],
+            ["ZADD", "z", "1e400", "m2"], ["ZADD", "z", "1e-400", "m3"], ["ZADD", "z", "1e-310", "m4"],
+            ["ZADD", "z", " 5", "m5"], ["ZADD", "z", "0x", "m6"], ["ZADD", "z", "0x1p", "m6"], ["ZADD", "z", "infinit", "m6"],
+            ["ZADD", "z", "0x1.fffffffffffff8p1", "m7"], ["ZADD", "z", "0x1.00000000000018p0", "m8"],
+            ["ZADD", "z", "0x0.0000000000001p-1022", "m9"], ["ZADD", "z", "0x1p1024", "m10"], ["ZADD", "z", "0x1p-1080", "m10"],
+            ["ZSCORE", "z", "m7"], ["ZSCORE", "z", "m8"], ["ZSCORE", "z", "m9"], ["ZCOUNT", "z", " 1", "3"],
+            ["ZCOUNT", "z", "", "3"], ["ZCOUNT", "z", "(", "3"], ["ZCOUNT", "z", "-1e400", "1e400"], ["ZCOUNT", "z", "0x1", "0x3"],
+            ["ZCOUNT", "z", "(0x1", "+inf"], ["ZCOUNT", "z", "1 ", "3"], ["ZCOUNT", "z", "nan", "3"], ["ZCOUNT", "z", "1\x00x", "3"],
+            ["ZRANGEBYSCORE", "z", "", ""], ["ZRANGE", "z", " 1", "3", "BYSCORE"], ["ZREMRANGEBYSCORE", "z", "(", "("],
+            ["ZINCRBY", "z", "0x2", "a"], ["ZINCRBY", "z", "1e400", "a"], ["ZSCORE", "z", "a"], ["ZPOPMIN", "z", "2"],
+            ["SET", "f", "0x1p-2"], ["INCRBYFLOAT", "f", "1"], ["INCRBYFLOAT", "f", "0x10"], ["INCRBYFLOAT", "f", "0X.8P1"],
+            ["INCRBYFLOAT", "f", "-0x0"], ["INCRBYFLOAT", "f", "0x1p-16445"], ["INCRBYFLOAT", "f", "0x1p-20000"],
+            ["INCRBYFLOAT", "f", "0x1p20000"], ["INCRBYFLOAT", "f", "0x1p+"], ["HINCRBYFLOAT", "h", "x", "0xA"],
+            ["HSET", "h", "y", "-0x3"], ["HINCRBYFLOAT", "h", "y", "0.2"], ["SET", "g", "0x1.0000000000000003p64"],
+            ["INCRBYFLOAT", "g", "0"], ["INCRBY", "g", "0x1"],
+        ]
+        ours = DEV.client(0)
+        theirs = redis.Redis(port=REDIS.port, socket_timeout=30)
+        ours.flushall()
+        theirs.flushall()
+        for c in script:
+            cmd = [w.encode() for w in c]
+            x, y = norm(cmd, run(theirs, cmd)), norm(cmd, run(ours, cmd))
+            self.assertEqual(x, y, f"{c}: redis-server {REDIS.version} answers {x!r}, sealkv {y!r}")
 
     def test_watch_sees_exactly_the_writes_redis_counts_as_modifications(self):
         """After WATCH k, a command on k; EXEC must abort exactly when Redis's does. A write that

@@ -104,7 +104,10 @@ impl Reply {
     }
 }
 
-/// Formats a double the way Redis prints scores: shortest round-trip digits, `inf`/`-inf`.
+/// Formats a double the way Redis prints scores: shortest round-trip digits, `inf`/`-inf`, in the
+/// notation C's `%.17g` (Redis's format) picks: exponential, with a sign and at least two exponent
+/// digits, when the decimal exponent is below -4 or 17 and above (`5e-324`, `1e+20`), plain
+/// otherwise. Why not always plain: the smallest double would print as 330 characters.
 pub fn format_double(d: f64) -> String {
     if d.is_infinite() {
         return if d > 0.0 { "inf".into() } else { "-inf".into() };
@@ -113,7 +116,13 @@ pub fn format_double(d: f64) -> String {
         // Integral values print without a fraction, as Redis does ("3", not "3.0").
         return format!("{}", d as i64);
     }
-    format!("{d}")
+    let sci = format!("{d:e}");
+    match sci.split_once('e').map(|(m, e)| (m, e.parse::<i32>())) {
+        Some((mantissa, Ok(exp))) if !(-4..17).contains(&exp) => {
+            format!("{mantissa}e{}{:02}", if exp < 0 { '-' } else { '+' }, exp.unsigned_abs())
+        }
+        _ => format!("{d}"),
+    }
 }
 
 fn line(out: &mut Vec<u8>, tag: u8, body: &[u8]) {
@@ -143,6 +152,28 @@ mod tests {
         let mut v = Vec::new();
         r.write_to(&mut v, resp3);
         String::from_utf8(v).unwrap()
+    }
+
+    /// The notation is `%.17g`'s (what redis-server 7.0 prints, checked with ZADD then ZSCORE),
+    /// the digits the shortest that read back as the same double.
+    #[test]
+    fn scores_print_in_the_notation_redis_uses() {
+        for (d, want) in [
+            (1.5, "1.5"),
+            (3.0, "3"),
+            (0.0001, "0.0001"),
+            (0.000_015, "1.5e-05"),
+            (5e-324, "5e-324"),
+            (-2.5e-300, "-2.5e-300"),
+            (1e16, "10000000000000000"),
+            (1e17, "1e+17"),
+            (1.2345678901234568e20, "1.2345678901234568e+20"),
+            (f64::MAX, "1.7976931348623157e+308"),
+            (0.1, "0.1"),
+        ] {
+            assert_eq!(format_double(d), want, "{d:e}");
+            assert_eq!(format_double(d).parse::<f64>(), Ok(d));
+        }
     }
 
     #[test]
