@@ -58,7 +58,7 @@ pub fn parse(b: &[u8], hex: bool) -> Option<Num> {
         Number::Nan => return None,
         Number::Infinity => return Some(Num::Infinite),
         Number::Decimal(text) => {
-            let (digits, exp10) = decimal(text)?;
+            let (digits, exp10) = strtod::decimal_digits(text);
             // Leading zeros are never kept, so a zero has no digits at all.
             if digits.is_empty() {
                 return Some(Num::Finite(Ld { neg: s.neg, mant: 0, exp: 0 }));
@@ -75,52 +75,6 @@ pub fn parse(b: &[u8], hex: bool) -> Option<Num> {
     };
     // strtold's underflow to zero is an error for Redis; a subnormal is not.
     (ld.mant != 0).then_some(Num::Finite(ld))
-}
-
-/// Splits `[digits][.digits][e[+-]digits]` into its digits (leading zeros dropped) and the
-/// power of ten they are scaled by.
-fn decimal(s: &[u8]) -> Option<(Vec<u8>, i64)> {
-    let mut digits = Vec::with_capacity(s.len());
-    let mut exp10: i64 = 0;
-    let mut seen = false;
-    let mut i = 0;
-    let mut dot = false;
-    while let Some(&c) = s.get(i) {
-        match c {
-            b'0'..=b'9' => {
-                seen = true;
-                if !(digits.is_empty() && c == b'0') {
-                    digits.push(c - b'0');
-                }
-                if dot {
-                    exp10 -= 1;
-                }
-            }
-            b'.' if !dot => dot = true,
-            _ => break,
-        }
-        i += 1;
-    }
-    if !seen {
-        return None;
-    }
-    if let Some(&(b'e' | b'E')) = s.get(i) {
-        let tail = s.get(i + 1..)?;
-        let (eneg, edigits) = match tail.split_first() {
-            Some((b'-', r)) => (true, r),
-            Some((b'+', r)) => (false, r),
-            _ => (false, tail),
-        };
-        if edigits.is_empty() || !edigits.iter().all(u8::is_ascii_digit) {
-            return None;
-        }
-        // Saturates far beyond any finite long double; the range check below does the rest.
-        let e = edigits.iter().fold(0i64, |acc, d| (acc * 10 + i64::from(d - b'0')).min(1 << 40));
-        exp10 += if eneg { -e } else { e };
-    } else if i != s.len() {
-        return None;
-    }
-    Some((digits, exp10))
 }
 
 /// The value `digits × 10^exp10`, correctly rounded (nearest, ties to even); `None` on overflow.

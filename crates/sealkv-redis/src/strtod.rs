@@ -110,6 +110,38 @@ fn exponent(s: &[u8]) -> Option<(i64, usize)> {
     Some((if neg { -e } else { e }, sign + digits))
 }
 
+/// The significant digits of a scanned [`Number::Decimal`] (as values 0–9, leading zeros dropped,
+/// so a zero has none) and the power of ten they are scaled by.
+pub fn decimal_digits(text: &[u8]) -> (Vec<u8>, i64) {
+    let (mantissa, mut exp10) = split_exponent(text);
+    let mut digits = Vec::with_capacity(mantissa.len());
+    let mut dot = false;
+    for &c in mantissa {
+        if c == b'.' {
+            dot = true;
+            continue;
+        }
+        if !(digits.is_empty() && c == b'0') {
+            digits.push(c - b'0');
+        }
+        if dot {
+            exp10 -= 1;
+        }
+    }
+    (digits, exp10)
+}
+
+/// A scanned decimal's mantissa text and its exponent (0 without one).
+fn split_exponent(text: &[u8]) -> (&[u8], i64) {
+    match text.iter().position(|c| matches!(c, b'e' | b'E')) {
+        Some(at) => {
+            let (mantissa, rest) = text.split_at(at);
+            (mantissa, exponent(rest.get(1..).unwrap_or_default()).map_or(0, |(e, _)| e))
+        }
+        None => (text, 0),
+    }
+}
+
 /// The length of the decimal number at the start of `s`; `None` without a digit.
 fn decimal_len(s: &[u8]) -> Option<usize> {
     let (mut i, mut seen, mut dot) = (0, false, false);
@@ -256,7 +288,7 @@ fn double(scan: &Scan<'_>) -> Option<(f64, bool)> {
             // Rust's parser rounds correctly, as glibc's does, and accepts every text
             // `decimal_len` does.
             let v: f64 = std::str::from_utf8(text).ok()?.parse().ok()?;
-            let mantissa = text.split(|c| matches!(c, b'e' | b'E')).next().unwrap_or_default();
+            let (mantissa, _) = split_exponent(text);
             let underflow = v == 0.0 && mantissa.iter().any(|c| matches!(c, b'1'..=b'9'));
             Some((sign(v), v.is_infinite() || underflow))
         }
