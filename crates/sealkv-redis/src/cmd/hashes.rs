@@ -1,7 +1,7 @@
 //! Hash commands: one element per field (`sub = field`, value = the field's value).
 
 use super::Args;
-use super::keys::{scan_elements, scan_opts};
+use super::keys::{element_scan, empty_page, scan_elements};
 use crate::keyspace::{Ctx, Fail, Live, Res, count_of, fail, int, msg, parse_int, upper};
 use crate::layout::{Kind, Meta};
 use crate::longdouble;
@@ -190,10 +190,7 @@ pub(super) fn hrandfield(ctx: &mut Ctx<'_>, a: &Args<'_>) -> Res {
 }
 
 pub(super) fn hscan(ctx: &mut Ctx<'_>, a: &Args<'_>) -> Res {
-    let o = scan_opts(a, 3, false)?;
-    if ctx.lookup_kind(a.get(1), Kind::Hash)?.is_none() {
-        return Ok(Reply::Array(vec![Reply::bulk("0"), Reply::Array(Vec::new())]));
-    }
+    let Some(o) = element_scan(ctx, a, Kind::Hash)? else { return Ok(empty_page()) };
     let novalues = o.novalues;
     scan_elements(ctx, a.get(1), b"", a.get(2), &o, |f, v, out| {
         out.push(Reply::Bulk(f));

@@ -5,7 +5,7 @@ use std::ops::Bound;
 
 use super::Args;
 use crate::keyspace::{Ctx, Fail, Live, Res, fail, glob, msg, parse_int, upper};
-use crate::layout::{self, Meta};
+use crate::layout::{self, Kind, Meta};
 use crate::reply::Reply;
 
 pub(super) fn del(ctx: &mut Ctx<'_>, a: &Args<'_>) -> Res {
@@ -38,7 +38,8 @@ fn expire_generic(ctx: &mut Ctx<'_>, a: &Args<'_>, ms: bool, absolute: bool, cmd
             b"XX" => xx = true,
             b"GT" => gt = true,
             b"LT" => lt = true,
-            other => return fail(format!("ERR Unsupported option {}", String::from_utf8_lossy(other))),
+            // Redis names the option as it was sent.
+            _ => return fail(format!("ERR Unsupported option {}", String::from_utf8_lossy(o))),
         }
     }
     if nx && (xx || gt || lt) {
@@ -213,11 +214,30 @@ pub(super) fn scan_opts(a: &Args<'_>, from: usize, allow_type: bool) -> Result<S
 }
 
 /// Where a scan resumes: cursor 0 starts at `lo`; any other cursor must be one this node issued.
+/// A SCAN-family cursor's number; `ERR invalid cursor` when it is not one. Redis checks this
+/// first, before the options and before the key.
+pub(super) fn scan_cursor(cursor: &[u8]) -> Result<u64, Fail> {
+    std::str::from_utf8(cursor).ok().and_then(|s| s.parse().ok()).ok_or(Fail::Reply("ERR invalid cursor".into()))
+}
+
+/// HSCAN, SSCAN and ZSCAN up to their walk, in Redis's order: the cursor, then the key (an
+/// absent one answers an empty page whatever the options say), then its type, then the options.
+/// `None`: the key is absent.
+pub(super) fn element_scan(ctx: &Ctx<'_>, a: &Args<'_>, kind: Kind) -> Result<Option<ScanOpts>, Fail> {
+    scan_cursor(a.get(2))?;
+    if ctx.lookup_kind(a.get(1), kind)?.is_none() {
+        return Ok(None);
+    }
+    scan_opts(a, 3, false).map(Some)
+}
+
+/// The page of a scan over nothing.
+pub(super) fn empty_page() -> Reply {
+    Reply::Array(vec![Reply::bulk("0"), Reply::Array(Vec::new())])
+}
+
 pub(super) fn resume(ctx: &Ctx<'_>, cursor: &[u8], lo: Bound<Vec<u8>>) -> Result<Bound<Vec<u8>>, Fail> {
-    let c: u64 = std::str::from_utf8(cursor)
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .ok_or(Fail::Reply("ERR invalid cursor".into()))?;
+    let c = scan_cursor(cursor)?;
     if c == 0 {
         return Ok(lo);
     }
@@ -243,6 +263,7 @@ pub(super) fn scan_reply(ctx: &Ctx<'_>, next: Option<Vec<u8>>, items: Vec<Reply>
 }
 
 pub(super) fn scan(ctx: &mut Ctx<'_>, a: &Args<'_>) -> Res {
+    scan_cursor(a.get(1))?;
     let o = scan_opts(a, 2, true)?;
     let lo = resume(ctx, a.get(1), all_keys_from())?;
     let limit = if ctx.cursors.is_some() { o.count } else { usize::MAX };

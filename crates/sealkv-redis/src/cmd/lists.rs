@@ -83,6 +83,11 @@ pub(super) fn rpushx(ctx: &mut Ctx<'_>, a: &Args<'_>) -> Res {
 }
 
 fn pop_cmd(ctx: &mut Ctx<'_>, a: &Args<'_>, left: bool) -> Res {
+    // LPOP and RPOP take at most a count; Redis answers more with its arity error when the
+    // command runs (SPOP and ZPOPMIN answer a syntax error, in `pop_count`).
+    if a.len() > 3 {
+        return fail(super::wrong_arity_message(&a.name()));
+    }
     let count = a.pop_count(2)?;
     let got = pop(ctx, a.get(1), count.unwrap_or(1), left)?;
     Ok(match (count, got) {

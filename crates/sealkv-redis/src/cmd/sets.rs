@@ -3,7 +3,7 @@
 use std::collections::BTreeSet;
 
 use super::Args;
-use super::keys::{scan_elements, scan_opts};
+use super::keys::{element_scan, empty_page, scan_elements};
 use crate::keyspace::{Ctx, Fail, Res, count_of, fail, int, msg, non_negative, parse_int, upper};
 use crate::layout::{Kind, Meta};
 use crate::reply::Reply;
@@ -230,19 +230,20 @@ pub(super) fn sintercard(ctx: &mut Ctx<'_>, a: &Args<'_>) -> Res {
         return fail("ERR Number of keys can't be greater than number of args");
     }
     let (keys, rest) = keys.split_at(n);
-    let limit = match rest {
-        [] => 0,
-        [o, l] if upper(o) == b"LIMIT" => non_negative(l, "ERR LIMIT can't be negative")?,
-        _ => return fail(msg::SYNTAX),
-    };
+    // Options in order, as Redis reads them: a bad LIMIT is reported before a later bad option.
+    let mut limit = 0;
+    let mut opts = rest.iter();
+    while let Some(o) = opts.next() {
+        match opts.next() {
+            Some(l) if upper(o) == b"LIMIT" => limit = non_negative(l, "ERR LIMIT can't be negative")?,
+            _ => return fail(msg::SYNTAX),
+        }
+    }
     let card = combine(ctx, keys, Op::Inter)?.len();
     Ok(Reply::Int(if limit > 0 { card.min(limit) } else { card } as i64))
 }
 
 pub(super) fn sscan(ctx: &mut Ctx<'_>, a: &Args<'_>) -> Res {
-    let o = scan_opts(a, 3, false)?;
-    if ctx.lookup_kind(a.get(1), Kind::Set)?.is_none() {
-        return Ok(Reply::Array(vec![Reply::bulk("0"), Reply::Array(Vec::new())]));
-    }
+    let Some(o) = element_scan(ctx, a, Kind::Set)? else { return Ok(empty_page()) };
     scan_elements(ctx, a.get(1), b"", a.get(2), &o, |m, _, out| out.push(Reply::Bulk(m)))
 }

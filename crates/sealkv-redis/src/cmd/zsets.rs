@@ -6,7 +6,7 @@
 use std::ops::Bound;
 
 use super::Args;
-use super::keys::{scan_elements, scan_opts};
+use super::keys::{element_scan, empty_page, scan_elements};
 use super::strings::range;
 use crate::keyspace::{Ctx, Fail, Live, Res, count_of, fail, msg, parse_int, upper};
 use crate::layout::{self, Kind, Meta, sortable, unsortable};
@@ -556,10 +556,7 @@ pub(super) fn zremrangebyrank(ctx: &mut Ctx<'_>, a: &Args<'_>) -> Res {
 }
 
 pub(super) fn zscan(ctx: &mut Ctx<'_>, a: &Args<'_>) -> Res {
-    let o = scan_opts(a, 3, false)?;
-    if ctx.lookup_kind(a.get(1), Kind::ZSet)?.is_none() {
-        return Ok(Reply::Array(vec![Reply::bulk("0"), Reply::Array(Vec::new())]));
-    }
+    let Some(o) = element_scan(ctx, a, Kind::ZSet)? else { return Ok(empty_page()) };
     let mut bad = false;
     let r = scan_elements(ctx, a.get(1), &[BY_MEMBER], a.get(2), &o, |m, v, out| match decode_score(&v) {
         Ok(s) => {
