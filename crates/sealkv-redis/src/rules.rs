@@ -9,6 +9,10 @@
 //! entry's level halts there instead of guessing. Reads, which no replica repeats, run under
 //! [`Rules::CURRENT`].
 //!
+//! Only a change to what a command writes needs a level. One that changes only a reply (which
+//! error text a malformed command gets, say) leaves every replica's state the same, and only the
+//! leader's replies reach a client.
+//!
 //! Every behaviour that differs between levels is decided here, so a level is one list of
 //! differences, not a condition spread over the commands.
 
