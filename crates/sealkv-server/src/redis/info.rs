@@ -8,6 +8,7 @@ use std::sync::atomic::Ordering;
 use openraft::ServerState;
 use sealkv_redis::cmd::{self, Args, COMMANDS};
 use sealkv_redis::keyspace::{glob, upper};
+use sealkv_redis::rules::Rules;
 use sealkv_redis::{Group, Reply};
 
 use super::conn::{Client, Frontend, State, password_ok};
@@ -421,6 +422,7 @@ async fn info(fe: &Frontend, args: &[Vec<u8>]) -> Reply {
             &[
                 ("redis_version", &REDIS_VERSION),
                 ("sealkv_version", &env!("CARGO_PKG_VERSION")),
+                ("sealkv_command_rules", &Rules::CURRENT.byte()),
                 ("redis_mode", &"standalone"),
                 ("os", &std::env::consts::OS),
                 ("arch_bits", &64),
