@@ -98,7 +98,12 @@ def gen(r):
         return cmd
     roll = r.randrange(12)
     if roll == 0 and len(cmd) > 1:
-        return cmd[:r.randrange(1, len(cmd))]
+        cut = r.randrange(1, len(cmd))
+        if cmd[0] in (b"HSCAN", b"SSCAN", b"ZSCAN") and cut == 3:
+            # Without its COUNT 1000 the page size is a hint: Redis answers a small collection
+            # in one page, sealkv in pages of 10. Both are right; the replies differ.
+            cut = 2
+        return cmd[:cut]
     if roll == 1:
         return cmd + [r.choice(JUNK)]
     if roll == 2:
