@@ -111,7 +111,8 @@ fn exponent(s: &[u8]) -> Option<(i64, usize)> {
 }
 
 /// The significant digits of a scanned [`Number::Decimal`] (as values 0–9, leading zeros dropped,
-/// so a zero has none) and the power of ten they are scaled by.
+/// so a zero has none) and the power of ten they are scaled by. Total on any text: bytes that are
+/// neither digits nor the point (which a scanned decimal has none of) are skipped.
 pub fn decimal_digits(text: &[u8]) -> (Vec<u8>, i64) {
     let (mantissa, mut exp10) = split_exponent(text);
     let mut digits = Vec::with_capacity(mantissa.len());
@@ -121,8 +122,9 @@ pub fn decimal_digits(text: &[u8]) -> (Vec<u8>, i64) {
             dot = true;
             continue;
         }
-        if !(digits.is_empty() && c == b'0') {
-            digits.push(c - b'0');
+        let Some(d) = char::from(c).to_digit(10) else { continue };
+        if !(digits.is_empty() && d == 0) {
+            digits.push(d as u8);
         }
         if dot {
             exp10 -= 1;
@@ -461,6 +463,7 @@ mod tests {
         fn any_bytes_scan_without_panicking(b in proptest::collection::vec(any::<u8>(), 0..64)) {
             let _ = string2d(&b);
             let _ = range_bound(&b);
+            let _ = decimal_digits(&b);
             if let Some(s) = scan(&b, true) {
                 prop_assert!(s.end <= b.len());
             }
