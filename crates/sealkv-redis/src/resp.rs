@@ -3,6 +3,8 @@
 //! count above the limits is refused from its header, before a byte of it is buffered or a
 //! vector is sized from it, with Redis's own protocol error text.
 
+use crate::strtod::is_c_space;
+
 /// Request-size limits.
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
@@ -105,58 +107,75 @@ fn parse_inline(buf: &[u8], limits: &Limits) -> Result<Option<Parsed>, ProtocolE
     Ok(Some((args, used)))
 }
 
-/// Splits an inline command line like redis-cli does: whitespace-separated, with "double"
-/// (backslash escapes, \xHH) and 'single' quotes.
+/// Splits an inline command line as Redis's `sdssplitargs` does, quirks included, so a line typed
+/// at a terminal means what it means to Redis:
+/// - white space (C's `isspace`) separates arguments, but only space, tab, CR and LF end an
+///   unquoted one, and a quote inside one starts a quoted part of the same argument;
+/// - "double quotes" take `\xHH`, `\n`, `\r`, `\t`, `\b`, `\a`, and a backslash before any other
+///   character is that character (`"\x4"` is `x4`);
+/// - 'single quotes' take only `\'`;
+/// - a closing quote must end the argument, and an unclosed one is an error (`None`).
+///
+/// A NUL is an ordinary byte here. (redis-server 7.0 stops reading the connection at an inline
+/// line with a NUL in it: not something to copy.)
 fn split_inline(text: &[u8]) -> Option<Vec<Vec<u8>>> {
+    let at = |i: usize| text.get(i).copied();
+    let hex = |i: usize| at(i).and_then(|c| char::from(c).to_digit(16));
     let mut out = Vec::new();
     let mut i = 0;
-    while i < text.len() {
-        while text.get(i).is_some_and(|b| b.is_ascii_whitespace()) {
+    loop {
+        while at(i).is_some_and(is_c_space) {
             i += 1;
         }
-        let Some(&first) = text.get(i) else { break };
+        if i >= text.len() {
+            return Some(out);
+        }
         let mut cur = Vec::new();
-        if first == b'"' || first == b'\'' {
-            i += 1;
-            loop {
-                let &b = text.get(i)?;
-                i += 1;
-                if b == first {
-                    break;
-                }
-                if b == b'\\' && first == b'"' {
-                    let &e = text.get(i)?;
+        let mut quote = None;
+        loop {
+            match (quote, at(i)) {
+                (None, None | Some(b' ' | b'\n' | b'\r' | b'\t')) => break,
+                (None, Some(q @ (b'"' | b'\''))) => {
+                    quote = Some(q);
                     i += 1;
-                    match e {
-                        b'n' => cur.push(b'\n'),
-                        b'r' => cur.push(b'\r'),
-                        b't' => cur.push(b'\t'),
-                        b'x' => {
-                            let hex = std::str::from_utf8(text.get(i..i + 2)?).ok()?;
-                            cur.push(u8::from_str_radix(hex, 16).ok()?);
-                            i += 2;
-                        }
-                        other => cur.push(other),
-                    }
-                } else {
-                    cur.push(b);
                 }
-            }
-            if text.get(i).is_some_and(|b| !b.is_ascii_whitespace()) {
-                return None;
-            }
-        } else {
-            while let Some(&b) = text.get(i) {
-                if b.is_ascii_whitespace() {
+                (Some(_), None) => return None,
+                (Some(b'"'), Some(b'\\'))
+                    if at(i + 1) == Some(b'x') && hex(i + 2).is_some() && hex(i + 3).is_some() =>
+                {
+                    cur.push((hex(i + 2)? * 16 + hex(i + 3)?) as u8);
+                    i += 4;
+                }
+                (Some(b'"'), Some(b'\\')) if i + 1 < text.len() => {
+                    cur.push(match at(i + 1)? {
+                        b'n' => b'\n',
+                        b'r' => b'\r',
+                        b't' => b'\t',
+                        b'b' => 0x08,
+                        b'a' => 0x07,
+                        c => c,
+                    });
+                    i += 2;
+                }
+                (Some(b'\''), Some(b'\\')) if at(i + 1) == Some(b'\'') => {
+                    cur.push(b'\'');
+                    i += 2;
+                }
+                (Some(q), Some(c)) if c == q => {
+                    if at(i + 1).is_some_and(|n| !is_c_space(n)) {
+                        return None;
+                    }
+                    i += 1;
                     break;
                 }
-                cur.push(b);
-                i += 1;
+                (_, Some(c)) => {
+                    cur.push(c);
+                    i += 1;
+                }
             }
         }
         out.push(cur);
     }
-    Some(out)
 }
 
 #[cfg(test)]
@@ -185,6 +204,37 @@ mod tests {
         assert_eq!(parse(b"*1\r\n$3\r\nGE", &l).unwrap(), None);
         assert_eq!(parse(b"PING", &l).unwrap(), None);
         assert!(parse(b"*0\r\n", &l).unwrap().unwrap().0.is_empty());
+    }
+
+    /// Each line as redis-server 7.0.15 splits it (sent raw, then the reply read back), except the
+    /// one with a NUL, on which redis-server stops reading the connection.
+    #[test]
+    fn inline_lines_split_as_redis_splits_them() {
+        let split = |line: &[u8]| {
+            split_inline(line).map(|a| a.iter().map(|x| String::from_utf8_lossy(x).into_owned()).collect::<Vec<_>>())
+        };
+        let cases: [(&[u8], Option<&[&str]>); 16] = [
+            (b"SET k \"a\\x41b\"", Some(&["SET", "k", "aAb"])),
+            (b"SET k 'a\\x41b'", Some(&["SET", "k", "a\\x41b"])),
+            (b"SET k \"a\\nb\\tc\\\\d\\\"e\"", Some(&["SET", "k", "a\nb\tc\\d\"e"])),
+            (b"SET k 'it\\'s'", Some(&["SET", "k", "it's"])),
+            (b"SET k \"\\x4\"", Some(&["SET", "k", "x4"])),
+            (b"SET k \"\\xZZ\"", Some(&["SET", "k", "xZZ"])),
+            (b"SET k \"\\b\\a\\q\"", Some(&["SET", "k", "\u{8}\u{7}q"])),
+            (b"ECHO \"\" ''", Some(&["ECHO", "", ""])),
+            (b"  PING  ", Some(&["PING"])),
+            (b"a\"b c\"", Some(&["ab c"])),
+            (b"a\x0bb \x0c c", Some(&["a\u{b}b", "c"])),
+            (b"SET k a\0b", Some(&["SET", "k", "a\0b"])),
+            (b"SET k \"unbalanced", None),
+            (b"SET k \"a\"b", None),
+            (b"SET k 'a'b", None),
+            (b"SET k \"ends with \\", None),
+        ];
+        for (line, want) in cases {
+            let want = want.map(|w| w.iter().map(|s| s.to_string()).collect::<Vec<_>>());
+            assert_eq!(split(line), want, "{:?}", String::from_utf8_lossy(line));
+        }
     }
 
     #[test]

@@ -46,7 +46,7 @@ pub enum Number<'a> {
 const EXP_CAP: i64 = 1 << 40;
 
 /// C's `isspace` in the C locale.
-fn is_c_space(c: u8) -> bool {
+pub(crate) fn is_c_space(c: u8) -> bool {
     matches!(c, b' ' | b'\t' | b'\n' | 0x0b | 0x0c | b'\r')
 }
 
