@@ -387,6 +387,8 @@ class Differential(unittest.TestCase):
             "ZPOPMIN nokey 1 2", "HSCAN s 0 COUNT", "HSCAN nokey 0 FOO", "HSCAN s x", "HSCAN nokey x FOO",
             "SSCAN s 0 NOVALUES", "ZSCAN s 0 COUNT 0", "EXPIRE s 10 fOo", "SCAN x FOO", "SCAN 0 FOO",
             "SINTERCARD 1 a LIMIT -3 x", "SINTERCARD 1 a LIMIT 1 LIMIT 0", "SINTERCARD 1 a x LIMIT -3",
+            "SELECT 99999999999", "SELECT -1", "CLIENT FOO", "CLIENT SETNAME", "CLIENT KILL", "CONFIG GET", "CONFIG FOO",
+            "CONFIG SET a", "COMMAND COUNT x", "COMMAND FOO", "AUTH a b c",
         ]
         ours = DEV.client(0)
         theirs = redis.Redis(port=REDIS.port, socket_timeout=30)

@@ -32,6 +32,9 @@ pub async fn server_command(fe: &Frontend, st: &mut State, args: &[Vec<u8>]) -> 
         b"select" => match sealkv_redis::keyspace::int(Args(args).get(1)) {
             None => Reply::err(sealkv_redis::keyspace::msg::NOT_INT),
             Some(0) => Reply::Ok,
+            Some(i) if i32::try_from(i).is_err() => {
+                Reply::err("ERR value is out of range, value must between -2147483648 and 2147483647")
+            }
             Some(_) => Reply::err("ERR DB index is out of range"),
         },
         b"time" => {
@@ -74,6 +77,10 @@ async fn save(fe: &Frontend) -> Reply {
 }
 
 fn auth(fe: &Frontend, st: &mut State, creds: &[Vec<u8>]) -> Reply {
+    // Redis checks the argument count before whether a password is set.
+    if creds.len() > 2 {
+        return Reply::err("ERR syntax error");
+    }
     let Some(expected) = &fe.opts.requirepass else {
         return Reply::err(
             "ERR AUTH <password> called without any password configured for the default user. Are you sure your configuration is correct?",
@@ -241,6 +248,7 @@ fn client(fe: &Frontend, st: &mut State, args: &[Vec<u8>]) -> Reply {
             }
             Reply::bulk(s)
         }
+        (b"KILL", 2) => subcommand_error("CLIENT", Args(args).get(1), CLIENT_SUBCOMMANDS),
         (b"KILL", 3) => {
             // Old form: CLIENT KILL addr:port.
             let target = String::from_utf8_lossy(Args(args).get(2)).into_owned();
@@ -303,10 +311,30 @@ fn client(fe: &Frontend, st: &mut State, args: &[Vec<u8>]) -> Reply {
             .map(|s| Reply::Simple((*s).into()))
             .collect(),
         ),
-        _ => Reply::err(format!(
-            "ERR unknown subcommand or wrong number of arguments for '{}'. Try CLIENT HELP.",
-            String::from_utf8_lossy(Args(args).get(1))
-        )),
+        _ => subcommand_error("CLIENT", Args(args).get(1), CLIENT_SUBCOMMANDS),
+    }
+}
+
+/// The CLIENT subcommands served; any other is unknown.
+const CLIENT_SUBCOMMANDS: &[&str] =
+    &["ID", "GETNAME", "SETNAME", "SETINFO", "INFO", "LIST", "KILL", "NO-EVICT", "NO-TOUCH", "HELP"];
+/// The CONFIG subcommands served.
+const CONFIG_SUBCOMMANDS: &[&str] = &["GET", "SET", "RESETSTAT"];
+/// The COMMAND subcommands served.
+const COMMAND_SUBCOMMANDS: &[&str] = &["COUNT", "LIST", "INFO", "DOCS"];
+
+/// Redis 7's reply to a subcommand it cannot run: its arity error (`'client|setname'`) for one it
+/// knows, `unknown subcommand` (named as sent) for one it does not.
+fn subcommand_error(command: &str, sub: &[u8], known: &[&str]) -> Reply {
+    let name = String::from_utf8_lossy(sub);
+    if known.iter().any(|k| k.eq_ignore_ascii_case(&name)) {
+        Reply::err(format!(
+            "ERR wrong number of arguments for '{}|{}' command",
+            command.to_ascii_lowercase(),
+            name.to_ascii_lowercase()
+        ))
+    } else {
+        Reply::err(format!("ERR unknown subcommand '{name}'. Try {command} HELP."))
     }
 }
 
@@ -323,7 +351,8 @@ fn command(args: &[Vec<u8>]) -> Reply {
     let visible = || COMMANDS.iter().filter(|c| c.class != cmd::Class::Internal);
     match upper(Args(args).get(1)).as_slice() {
         b"" => Reply::Array(visible().map(|c| c.info()).collect()),
-        b"COUNT" => Reply::Int(visible().count() as i64),
+        b"COUNT" if args.len() == 2 => Reply::Int(visible().count() as i64),
+        b"COUNT" => subcommand_error("COMMAND", Args(args).get(1), COMMAND_SUBCOMMANDS),
         b"LIST" => Reply::Array(visible().map(|c| Reply::bulk(c.name)).collect()),
         b"INFO" => {
             let names = args.get(2..).unwrap_or_default();
@@ -343,10 +372,7 @@ fn command(args: &[Vec<u8>]) -> Reply {
         // Documentation is not served; an empty map is what redis-cli expects from a server
         // without docs, and it then falls back to its built-in help.
         b"DOCS" => Reply::Map(Vec::new()),
-        _ => Reply::err(format!(
-            "ERR unknown subcommand '{}'. Try COMMAND HELP.",
-            String::from_utf8_lossy(Args(args).get(1))
-        )),
+        _ => subcommand_error("COMMAND", Args(args).get(1), COMMAND_SUBCOMMANDS),
     }
 }
 
@@ -401,10 +427,7 @@ fn config(fe: &Frontend, args: &[Vec<u8>]) -> Reply {
             Reply::Ok
         }
         b"RESETSTAT" if args.len() == 2 => Reply::Ok,
-        _ => Reply::err(format!(
-            "ERR unknown subcommand or wrong number of arguments for '{}'. Try CONFIG HELP.",
-            String::from_utf8_lossy(Args(args).get(1))
-        )),
+        _ => subcommand_error("CONFIG", Args(args).get(1), CONFIG_SUBCOMMANDS),
     }
 }
 
