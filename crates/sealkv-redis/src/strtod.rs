@@ -290,8 +290,8 @@ fn double(scan: &Scan<'_>) -> Option<(f64, bool)> {
             // Rust's parser rounds correctly, as glibc's does, and accepts every text
             // `decimal_len` does.
             let v: f64 = std::str::from_utf8(text).ok()?.parse().ok()?;
-            let (mantissa, _) = split_exponent(text);
-            let underflow = v == 0.0 && mantissa.iter().any(|c| matches!(c, b'1'..=b'9'));
+            // Only a zero result can be an underflow; the digits are looked at only then.
+            let underflow = v == 0.0 && split_exponent(text).0.iter().any(|c| matches!(c, b'1'..=b'9'));
             Some((sign(v), v.is_infinite() || underflow))
         }
         Number::Hex { wide, exp, sticky } => Some(match round(DOUBLE, *wide, *exp, *sticky) {

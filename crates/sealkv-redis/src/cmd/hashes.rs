@@ -190,9 +190,9 @@ pub(super) fn hrandfield(ctx: &mut Ctx<'_>, a: &Args<'_>) -> Res {
 }
 
 pub(super) fn hscan(ctx: &mut Ctx<'_>, a: &Args<'_>) -> Res {
-    let Some(o) = element_scan(ctx, a, Kind::Hash)? else { return Ok(empty_page()) };
+    let Some((cursor, o)) = element_scan(ctx, a, Kind::Hash)? else { return Ok(empty_page()) };
     let novalues = o.novalues;
-    scan_elements(ctx, a.get(1), b"", a.get(2), &o, |f, v, out| {
+    scan_elements(ctx, a.get(1), b"", cursor, &o, |f, v, out| {
         out.push(Reply::Bulk(f));
         if !novalues {
             out.push(Reply::Bulk(v));

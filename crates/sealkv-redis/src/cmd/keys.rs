@@ -213,7 +213,6 @@ pub(super) fn scan_opts(a: &Args<'_>, from: usize, allow_type: bool) -> Result<S
     Ok(o)
 }
 
-/// Where a scan resumes: cursor 0 starts at `lo`; any other cursor must be one this node issued.
 /// A SCAN-family cursor's number; `ERR invalid cursor` when it is not one. Redis checks this
 /// first, before the options and before the key.
 pub(super) fn scan_cursor(cursor: &[u8]) -> Result<u64, Fail> {
@@ -222,13 +221,13 @@ pub(super) fn scan_cursor(cursor: &[u8]) -> Result<u64, Fail> {
 
 /// HSCAN, SSCAN and ZSCAN up to their walk, in Redis's order: the cursor, then the key (an
 /// absent one answers an empty page whatever the options say), then its type, then the options.
-/// `None`: the key is absent.
-pub(super) fn element_scan(ctx: &Ctx<'_>, a: &Args<'_>, kind: Kind) -> Result<Option<ScanOpts>, Fail> {
-    scan_cursor(a.get(2))?;
+/// The cursor and the options; `None`: the key is absent.
+pub(super) fn element_scan(ctx: &Ctx<'_>, a: &Args<'_>, kind: Kind) -> Result<Option<(u64, ScanOpts)>, Fail> {
+    let cursor = scan_cursor(a.get(2))?;
     if ctx.lookup_kind(a.get(1), kind)?.is_none() {
         return Ok(None);
     }
-    scan_opts(a, 3, false).map(Some)
+    Ok(Some((cursor, scan_opts(a, 3, false)?)))
 }
 
 /// The page of a scan over nothing.
@@ -236,8 +235,8 @@ pub(super) fn empty_page() -> Reply {
     Reply::Array(vec![Reply::bulk("0"), Reply::Array(Vec::new())])
 }
 
-pub(super) fn resume(ctx: &Ctx<'_>, cursor: &[u8], lo: Bound<Vec<u8>>) -> Result<Bound<Vec<u8>>, Fail> {
-    let c = scan_cursor(cursor)?;
+/// Where a scan resumes: cursor 0 starts at `lo`; any other cursor must be one this node issued.
+pub(super) fn resume(ctx: &Ctx<'_>, c: u64, lo: Bound<Vec<u8>>) -> Result<Bound<Vec<u8>>, Fail> {
     if c == 0 {
         return Ok(lo);
     }
@@ -263,9 +262,9 @@ pub(super) fn scan_reply(ctx: &Ctx<'_>, next: Option<Vec<u8>>, items: Vec<Reply>
 }
 
 pub(super) fn scan(ctx: &mut Ctx<'_>, a: &Args<'_>) -> Res {
-    scan_cursor(a.get(1))?;
+    let cursor = scan_cursor(a.get(1))?;
     let o = scan_opts(a, 2, true)?;
-    let lo = resume(ctx, a.get(1), all_keys_from())?;
+    let lo = resume(ctx, cursor, all_keys_from())?;
     let limit = if ctx.cursors.is_some() { o.count } else { usize::MAX };
     let mut items = Vec::new();
     let mut next = None;
@@ -289,7 +288,7 @@ pub(super) fn scan_elements(
     ctx: &mut Ctx<'_>,
     key: &[u8],
     sub_prefix: &[u8],
-    cursor: &[u8],
+    cursor: u64,
     o: &ScanOpts,
     mut emit: impl FnMut(Vec<u8>, Vec<u8>, &mut Vec<Reply>),
 ) -> Res {

@@ -244,6 +244,6 @@ pub(super) fn sintercard(ctx: &mut Ctx<'_>, a: &Args<'_>) -> Res {
 }
 
 pub(super) fn sscan(ctx: &mut Ctx<'_>, a: &Args<'_>) -> Res {
-    let Some(o) = element_scan(ctx, a, Kind::Set)? else { return Ok(empty_page()) };
-    scan_elements(ctx, a.get(1), b"", a.get(2), &o, |m, _, out| out.push(Reply::Bulk(m)))
+    let Some((cursor, o)) = element_scan(ctx, a, Kind::Set)? else { return Ok(empty_page()) };
+    scan_elements(ctx, a.get(1), b"", cursor, &o, |m, _, out| out.push(Reply::Bulk(m)))
 }

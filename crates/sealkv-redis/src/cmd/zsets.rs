@@ -556,9 +556,9 @@ pub(super) fn zremrangebyrank(ctx: &mut Ctx<'_>, a: &Args<'_>) -> Res {
 }
 
 pub(super) fn zscan(ctx: &mut Ctx<'_>, a: &Args<'_>) -> Res {
-    let Some(o) = element_scan(ctx, a, Kind::ZSet)? else { return Ok(empty_page()) };
+    let Some((cursor, o)) = element_scan(ctx, a, Kind::ZSet)? else { return Ok(empty_page()) };
     let mut bad = false;
-    let r = scan_elements(ctx, a.get(1), &[BY_MEMBER], a.get(2), &o, |m, v, out| match decode_score(&v) {
+    let r = scan_elements(ctx, a.get(1), &[BY_MEMBER], cursor, &o, |m, v, out| match decode_score(&v) {
         Ok(s) => {
             out.push(Reply::Bulk(m));
             out.push(Reply::bulk(format_double(s)));
