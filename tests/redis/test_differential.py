@@ -62,7 +62,7 @@ NUMS = [b"0", b"1", b"2", b"-1", b"-3", b"5", b"100", b"x", b"1.5"]
 SCORES = [b"0", b"1", b"2.5", b"-1", b"inf", b"-inf", b"+inf", b"x", b"(1", b"(2.5", b"1e1", b"0x2", b"(0x1p1", b" 1", b"", b"1e400"]
 # Scores as strtod reads them: hexadecimal, out of range (refused by ZADD, infinity or zero in a
 # range), and the smallest subnormal.
-ODD_SCORES = [b"0x10", b"-0x1.8p1", b"1e400", b"-1e400", b"1e-400", b"0x1p-1080", b"0X1P4", b"4.9e-324", b"0x"]
+ODD_SCORES = [b"0x10", b"-0x1.8p1", b"1e400", b"-1e400", b"1e-400", b"0x1p-1080", b"0X1P4", b"4.9e-324", b"0x", b"-0", b"-0.0"]
 # Expiry times: none expires while a run lasts (a TTL running out between the two servers'
 # copies of one command would make them differ), or they are refused, or already past.
 TTLS = [b"100000", b"3600000", b"0", b"-1", b"x", b"1.5"]
@@ -371,6 +371,18 @@ class Differential(unittest.TestCase):
     def test_random_commands_in_resp3(self):
         self.replay(3, 3000, 0, protocol=3)
 
+    def assert_answers_as_redis(self, script):
+        """Runs each command (a line split on spaces, or a list of arguments) on node 1 and on
+        redis-server, both flushed first, and compares the answers."""
+        ours = DEV.client(0)
+        theirs = redis.Redis(port=REDIS.port, socket_timeout=30)
+        ours.flushall()
+        theirs.flushall()
+        for c in script:
+            cmd = [w.encode() for w in (c.split() if isinstance(c, str) else c)]
+            x, y = norm(cmd, run(theirs, cmd)), norm(cmd, run(ours, cmd))
+            self.assertEqual(x, y, f"{c}: redis-server {REDIS.version} answers {x!r}, sealkv {y!r}")
+
     def test_argument_checks_in_redis_order(self):
         """Which error wins when several apply: Redis checks some arguments before the key,
         some after; each line here once answered differently."""
@@ -390,14 +402,7 @@ class Differential(unittest.TestCase):
             "SELECT 99999999999", "SELECT -1", "CLIENT FOO", "CLIENT SETNAME", "CLIENT KILL", "CONFIG GET", "CONFIG FOO",
             "CONFIG SET a", "COMMAND COUNT x", "COMMAND FOO", "AUTH a b c",
         ]
-        ours = DEV.client(0)
-        theirs = redis.Redis(port=REDIS.port, socket_timeout=30)
-        ours.flushall()
-        theirs.flushall()
-        for line in script:
-            cmd = [w.encode() for w in line.split()]
-            x, y = norm(cmd, run(theirs, cmd)), norm(cmd, run(ours, cmd))
-            self.assertEqual(x, y, f"{line}: redis-server {REDIS.version} answers {x!r}, sealkv {y!r}")
+        self.assert_answers_as_redis(script)
 
     def test_floats_read_as_strtod_reads_them(self):
         """Scores, score ranges and float increments are read by C's strtod/strtold in Redis:
@@ -421,14 +426,18 @@ class Differential(unittest.TestCase):
             ["HSET", "h", "y", "-0x3"], ["HINCRBYFLOAT", "h", "y", "0.2"], ["SET", "g", "0x1.0000000000000003p64"],
             ["INCRBYFLOAT", "g", "0"], ["INCRBY", "g", "0x1"],
         ]
-        ours = DEV.client(0)
-        theirs = redis.Redis(port=REDIS.port, socket_timeout=30)
-        ours.flushall()
-        theirs.flushall()
-        for c in script:
-            cmd = [w.encode() for w in c]
-            x, y = norm(cmd, run(theirs, cmd)), norm(cmd, run(ours, cmd))
-            self.assertEqual(x, y, f"{c}: redis-server {REDIS.version} answers {x!r}, sealkv {y!r}")
+        self.assert_answers_as_redis(script)
+
+    def test_negative_zero_is_the_score_zero(self):
+        """Redis compares -0 and 0 as one score: members at either sort by member, a range
+        bounded by either zero holds both, and ZREMRANGEBYSCORE removes both."""
+        script = [
+            "ZADD z 0 a -0 b 0 c -0.0 d", "ZRANGE z 0 -1 WITHSCORES", "ZRANK z c", "ZREVRANK z b", "ZCOUNT z 0 0",
+            "ZCOUNT z -0 -0", "ZRANGEBYSCORE z (0 +inf", "ZRANGEBYSCORE z -inf (-0", "ZRANGEBYSCORE z -0 0 LIMIT 1 2",
+            "ZSCORE z b", "ZINCRBY z -0 e", "ZADD z INCR -0 e", "ZADD z GT CH -0 a", "ZRANGE z 0 -1", "ZPOPMIN z",
+            "ZREMRANGEBYSCORE z 0 -0", "EXISTS z",
+        ]
+        self.assert_answers_as_redis(script)
 
     def test_watch_sees_exactly_the_writes_redis_counts_as_modifications(self):
         """After WATCH k, a command on k; EXEC must abort exactly when Redis's does. A write that

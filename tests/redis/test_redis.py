@@ -112,7 +112,7 @@ class Connection(Base):
         for section in ("server", "clients", "persistence", "keyspace", "replication", "encryption"):
             self.assertTrue(self.r.info(section), section)
         # The command rules level this build proposes under (docs/redis.md, Command rules levels).
-        self.assertEqual(self.r.info("server")["sealkv_command_rules"], 2)
+        self.assertEqual(self.r.info("server")["sealkv_command_rules"], 3)
         enc = self.r.info("encryption")
         self.assertEqual(enc["encryption_enabled"], "yes")
         self.assertEqual(enc["storage_envelope"], "on")

@@ -248,7 +248,7 @@ mod tests {
 
     #[test]
     fn unknown_levels_halt_and_old_builds_cannot_misread_a_level() {
-        for level in [0u8, 1, 3, 0xFF] {
+        for level in [0u8, 1, 4, 0xFF] {
             let mut b = vec![0xFF, level];
             b.extend_from_slice(&encode(&[Group::single(vec![b"PING".to_vec()])]));
             assert_eq!(decode_entry(&b), Err(EntryError::Level(level)), "level {level}");
@@ -295,8 +295,7 @@ mod tests {
         }
 
         #[test]
-        fn entries_round_trip_at_every_level(groups in proptest::collection::vec(group(), 1..4), v2 in any::<bool>()) {
-            let rules = if v2 { Rules::V2 } else { Rules::V1 };
+        fn entries_round_trip_at_every_level(groups in proptest::collection::vec(group(), 1..4), rules in proptest::sample::select(Rules::ALL.to_vec())) {
             let b = encode_entry(rules, &groups);
             prop_assert_eq!(decode_entry(&b).unwrap(), (rules, groups));
             for n in 0..b.len() {

@@ -31,17 +31,27 @@ pub enum Rules {
     /// and a range bound skips leading white space, ends at an embedded NUL, and reads an empty
     /// bound as 0.
     V2 = 2,
+    /// A score of -0 is the score 0, as in Redis, where -0 and 0 compare equal. ZADD and ZINCRBY
+    /// store 0 for a score that is -0, so members at either zero sort by member, and a score
+    /// range whose bound is a zero covers members at both zeros, including any stored as -0 at an
+    /// earlier level. Before, -0 was stored as given and sorted below 0, so `ZRANGEBYSCORE z 0 0`
+    /// missed a member added at `-0` and ZREMRANGEBYSCORE left it.
+    V3 = 3,
 }
 
 impl Rules {
     /// The level this build proposes under.
-    pub const CURRENT: Rules = Rules::V2;
+    pub const CURRENT: Rules = Rules::V3;
+
+    /// Every level this build applies, oldest first.
+    pub const ALL: [Rules; 3] = [Rules::V1, Rules::V2, Rules::V3];
 
     /// The level a stored level byte names; `None` for one this build does not know.
     pub fn from_byte(b: u8) -> Option<Rules> {
         match b {
             1 => Some(Rules::V1),
             2 => Some(Rules::V2),
+            3 => Some(Rules::V3),
             _ => None,
         }
     }
@@ -55,8 +65,19 @@ impl Rules {
     pub fn score(self, b: &[u8]) -> Option<f64> {
         match self {
             Rules::V1 => v1_float(b),
-            Rules::V2 => strtod::string2d(b),
+            Rules::V2 | Rules::V3 => strtod::string2d(b),
         }
+    }
+
+    /// The score a sorted-set member is stored at when it is set to `score`.
+    pub fn stored_score(self, score: f64) -> f64 {
+        if self >= Rules::V3 && score == 0.0 { 0.0 } else { score }
+    }
+
+    /// Whether a score range bounded by a zero covers both zeros (see [`Rules::V3`]); before
+    /// level 3 the index was searched from and to the bound's own sign of zero.
+    pub fn zeros_are_one_score(self) -> bool {
+        self >= Rules::V3
     }
 
     /// A score range bound after its optional `(` (ZRANGE BYSCORE, ZRANGEBYSCORE, ZCOUNT,
@@ -64,7 +85,7 @@ impl Rules {
     pub fn range_bound(self, b: &[u8]) -> Option<f64> {
         match self {
             Rules::V1 => v1_float(b),
-            Rules::V2 => strtod::range_bound(b),
+            Rules::V2 | Rules::V3 => strtod::range_bound(b),
         }
     }
 
@@ -95,11 +116,11 @@ mod tests {
 
     #[test]
     fn level_bytes_round_trip_and_unknown_ones_are_refused() {
-        for r in [Rules::V1, Rules::V2] {
+        for r in Rules::ALL {
             assert_eq!(Rules::from_byte(r.byte()), Some(r));
         }
-        assert_eq!(Rules::CURRENT, Rules::V2);
-        for b in [0u8, 3, 0xFF] {
+        assert_eq!(Rules::CURRENT, Rules::V3);
+        for b in [0u8, 4, 0xFF] {
             assert_eq!(Rules::from_byte(b), None, "{b}");
         }
     }
@@ -128,5 +149,18 @@ mod tests {
         assert_eq!(Rules::V2.range_bound(b""), Some(0.0));
         assert_eq!(Rules::V2.range_bound(b"1e400"), Some(f64::INFINITY));
         assert!(Rules::V2.long_double(b"0x10").is_some());
+    }
+
+    #[test]
+    fn level_3_stores_negative_zero_as_zero() {
+        for r in [Rules::V1, Rules::V2] {
+            assert!(r.stored_score(-0.0).is_sign_negative(), "{r:?} keeps -0 as it always did");
+            assert!(!r.zeros_are_one_score());
+        }
+        assert!(Rules::V3.stored_score(-0.0).is_sign_positive());
+        assert!(Rules::V3.zeros_are_one_score());
+        for s in [0.0, 1.5, -2.0, f64::INFINITY, f64::NEG_INFINITY, -f64::MIN_POSITIVE] {
+            assert_eq!(Rules::V3.stored_score(s).to_bits(), s.to_bits(), "{s}");
+        }
     }
 }

@@ -87,6 +87,34 @@ fn each_entry_runs_under_the_rules_it_was_proposed_under() {
     assert_eq!(n.r("ZCOUNT z 0x1 +inf"), Reply::Int(1), "reads run under the current rules");
 }
 
+/// Redis compares -0 and 0 as one score. Level 3 stores -0 as 0 and lets a zero range bound reach
+/// both zeros; entries of earlier levels still store -0 as given and search from the bound's own
+/// zero, so replicas agree on them, and reads find members an earlier level stored at -0.
+#[test]
+fn negative_zero_is_the_score_zero_from_level_3() {
+    let mut n = Node::new();
+    let at = |n: &mut Node, rules: Rules, cmd: &str| n.apply_at(rules, &[Group::single(args(cmd))]).remove(0);
+    assert_eq!(at(&mut n, Rules::V2, "ZADD old 0 a -0 b 0 c"), Reply::Int(3));
+    assert_eq!(n.r("ZRANGE old 0 -1"), strs(&["b", "a", "c"]), "level 2 sorted -0 below 0");
+    assert_eq!(n.r("ZCOUNT old 0 0"), Reply::Int(3), "a read reaches the -0 a level 2 stored");
+    assert_eq!(n.r("ZRANGEBYSCORE old -0 -0"), strs(&["b", "a", "c"]));
+    assert_eq!(n.r("ZRANGEBYSCORE old (0 +inf"), strs(&[]));
+    assert_eq!(at(&mut n, Rules::V2, "ZREMRANGEBYSCORE old 0 0"), Reply::Int(2), "level 2 left -0");
+    assert_eq!(n.r("ZRANGE old 0 -1"), strs(&["b"]));
+
+    assert_eq!(n.w("ZADD z 0 a -0 b 0 c -0.0 d"), Reply::Int(4));
+    assert_eq!(n.r("ZRANGE z 0 -1"), strs(&["a", "b", "c", "d"]), "equal scores sort by member");
+    assert_eq!(n.r("ZRANK z c"), Reply::Int(2));
+    assert_eq!(n.r("ZCOUNT z -0 -0"), Reply::Int(4));
+    assert_eq!(n.r("ZCOUNT z (0 +inf"), Reply::Int(0));
+    assert_eq!(n.r("ZCOUNT z -inf (-0"), Reply::Int(0));
+    assert_eq!(n.w("ZINCRBY z -0 e"), Reply::Double(0.0));
+    assert_eq!(n.w("ZADD z INCR -0 e"), Reply::Double(0.0));
+    assert_eq!(n.r("ZRANGE z 0 -1"), strs(&["a", "b", "c", "d", "e"]));
+    assert_eq!(n.w("ZREMRANGEBYSCORE z 0 -0"), Reply::Int(5));
+    assert_eq!(n.r("EXISTS z"), Reply::Int(0));
+}
+
 #[test]
 fn read_modify_write_commands_in_one_entry_see_each_other() {
     let mut n = Node::new();

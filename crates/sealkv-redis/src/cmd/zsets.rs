@@ -11,6 +11,7 @@ use super::strings::range;
 use crate::keyspace::{Ctx, Fail, Live, Res, count_of, fail, msg, parse_int, upper};
 use crate::layout::{self, Kind, Meta, sortable, unsortable};
 use crate::reply::{Reply, format_double};
+use crate::rules::Rules;
 
 const BY_MEMBER: u8 = 0x00;
 const BY_SCORE: u8 = 0x01;
@@ -40,6 +41,7 @@ fn score_of(ctx: &Ctx<'_>, key: &[u8], m: &[u8]) -> Result<Option<f64>, Fail> {
 }
 
 fn put_member(ctx: &mut Ctx<'_>, key: &[u8], m: &[u8], score: f64, old: Option<f64>) -> Result<(), Fail> {
+    let score = ctx.rules.stored_score(score);
     if let Some(o) = old {
         ctx.delete_element(key, &index_sub(o, m))?;
     }
@@ -94,8 +96,15 @@ impl ScoreBound {
     }
 }
 
-/// Index bounds that cover scores in [min, max] (exclusivity is filtered by the caller).
-fn score_range(key: &[u8], min: f64, max: f64) -> (Bound<Vec<u8>>, Bound<Vec<u8>>) {
+/// Index bounds that cover scores in [min, max] (exclusivity is filtered by the caller). The index
+/// orders -0 below 0, so from level 3 a zero bound reaches both zeros: the lower from -0, the
+/// upper to 0.
+fn score_range(rules: Rules, key: &[u8], min: f64, max: f64) -> (Bound<Vec<u8>>, Bound<Vec<u8>>) {
+    let (min, max) = if rules.zeros_are_one_score() {
+        (if min == 0.0 { -0.0 } else { min }, if max == 0.0 { 0.0 } else { max })
+    } else {
+        (min, max)
+    };
     let lo = Bound::Included(layout::elem_key(key, &[&[BY_SCORE][..], &sortable(min)].concat()));
     let top = u64::from_be_bytes(sortable(max));
     let hi = match top.checked_add(1) {
@@ -116,7 +125,7 @@ fn by_score(
     if min.0 > max.0 {
         return Ok(Vec::new());
     }
-    let (lo, hi) = score_range(key, min.0, max.0);
+    let (lo, hi) = score_range(ctx.rules, key, min.0, max.0);
     walk(ctx, key, lo, hi, rev)
         .filter(|r| r.as_ref().map_or(true, |(_, s)| min.above_min(*s) && max.below_max(*s)))
         .collect()
