@@ -632,6 +632,26 @@ class BadInput(Base):
             self.assertEqual(got, list(values.values()))
         self.assertIntact()
 
+    def test_a_key_too_long_to_store_is_an_error_not_a_halt(self):
+        # Once, one SET of a key whose store encoding passed 65535 bytes halted apply on every
+        # node, at the same entry after every restart.
+        long = self.k("").encode() + b"\x00" * 33_000
+        for port in (DEV.leader_port(), DEV.follower_ports()[0]):
+            c = redis.Redis(port=port, socket_timeout=30)
+            for cmd in (["SET", long, "v"], ["HSET", self.k("h"), "f", "v", long, "w"], ["GET", long]):
+                with self.assertRaises(redis.ResponseError) as cm:
+                    c.execute_command(*cmd)
+                self.assertIn("key too long", str(cm.exception))
+        self.assertEqual(self.leader.exists(self.k("h")), 0, "HSET wrote none of its fields")
+        self.assertIntact()
+        # Every node applies past those entries (a halted node stays behind).
+        want = int(self.leader.info("replication")["raft_last_applied"])
+        deadline = time.time() + 30
+        for p in DEV.ports:
+            while int(redis.Redis(port=p).info("replication")["raft_last_applied"]) < want:
+                self.assertLess(time.time(), deadline, f"node on port {p} stopped applying")
+                time.sleep(0.2)
+
     def test_malformed_resp_is_answered_and_closed(self):
         self.r.set(self.k("before"), "kept")
         for payload in [b"*2\r\n$3\r\nGET\r\n:5\r\n", b"*x\r\n", b"*1\r\n$2\r\nabc\r\n", b"$5\r\nhello\r\n",

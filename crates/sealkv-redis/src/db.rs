@@ -5,7 +5,7 @@
 use std::cell::RefCell;
 use std::ops::Bound;
 
-use sealkv_store::{ApplyBatch, Direction, KeyRange, Store, StoreError, Version};
+use sealkv_store::{ApplyBatch, Direction, KeyRange, Savepoint, Store, StoreError, Version};
 
 use crate::layout::{self, CountDelta, Counts};
 
@@ -65,7 +65,19 @@ pub trait Db {
     /// The keyspace counts as this view sees them (see [`Counts`]): the record, during apply
     /// moved by the entry's writes so far; a count of the meta records if there is no record.
     fn counts(&self) -> Result<Counts, DbError>;
+    /// Marks where a command's writes begin. Why: a command whose later write the store refuses
+    /// ([`StoreError::is_refusal`]) must leave nothing of its earlier writes, on every replica.
+    fn mark(&mut self) -> Mark;
+    /// Takes back every write made since `mark`.
+    fn undo(&mut self, mark: Mark);
+    /// Keeps the writes made since `mark`.
+    fn keep(&mut self, mark: Mark);
 }
+
+/// Where a command's writes began ([`Db::mark`]): the batch's savepoint and the counts then.
+/// Empty on a read view, which writes nothing.
+#[must_use = "a mark is closed by Db::undo or Db::keep"]
+pub struct Mark(Option<(Savepoint, CountDelta)>);
 
 fn stored(v: Option<Version>) -> Option<Stored> {
     v.and_then(|v| v.value).map(|(value, expire_at_ms)| Stored { value, expire_at_ms })
@@ -252,6 +264,25 @@ impl Db for BatchDb<'_, '_> {
             None => count_by_scan(self, 0),
         }
     }
+
+    fn mark(&mut self) -> Mark {
+        Mark(Some((self.batch.savepoint(), *self.delta)))
+    }
+
+    fn undo(&mut self, mark: Mark) {
+        if let Mark(Some((sp, delta))) = mark {
+            self.batch.rollback_to(sp);
+            *self.delta = delta;
+            // It may name a state the undone writes left; the next lookup reads it again.
+            *self.last_meta.get_mut() = LastMeta::default();
+        }
+    }
+
+    fn keep(&mut self, mark: Mark) {
+        if let Mark(Some((sp, _))) = mark {
+            self.batch.release(sp);
+        }
+    }
 }
 
 /// A read-only view of the applied store at one timestamp, so a multi-key read sees one cut.
@@ -315,4 +346,12 @@ impl Db for ReadDb<'_> {
         // store that has not had a write since counts were kept reads this way.
         counts_record(self)?.map_or_else(|| count_by_scan(self, self.now_ms.saturating_add(1)), Ok)
     }
+
+    fn mark(&mut self) -> Mark {
+        Mark(None)
+    }
+
+    fn undo(&mut self, _: Mark) {}
+
+    fn keep(&mut self, _: Mark) {}
 }

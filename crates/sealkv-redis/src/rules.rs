@@ -11,7 +11,9 @@
 //!
 //! Only a change to what a command writes needs a level. One that changes only a reply (which
 //! error text a malformed command gets, say) leaves every replica's state the same, and only the
-//! leader's replies reach a client.
+//! leader's replies reach a client. Nor does one that answers a command every earlier build halted
+//! at (a key too long for the store, say, now an error reply): no replica ever applied past such
+//! an entry, so there is no state for a newer build to disagree with.
 //!
 //! Every behaviour that differs between levels is decided here, so a level is one list of
 //! differences, not a condition spread over the commands.

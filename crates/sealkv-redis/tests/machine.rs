@@ -115,6 +115,73 @@ fn negative_zero_is_the_score_zero_from_level_3() {
     assert_eq!(n.r("EXISTS z"), Reply::Int(0));
 }
 
+fn argv(parts: &[&[u8]]) -> Vec<Vec<u8>> {
+    parts.iter().map(|p| p.to_vec()).collect()
+}
+
+/// A write the store cannot hold (a key and member whose encoding passes the store's key limit)
+/// once halted apply on every replica: one client command stopped the cluster for good, since a
+/// restart applies the same entry again. It is an error reply now, and the command leaves none of
+/// its writes (MSET's first key, DEL's first delete, SUNIONSTORE's clearing of its destination);
+/// the entry's other commands stand, in a transaction too, the key counts stay right, and apply
+/// goes on.
+#[test]
+fn a_key_too_long_to_store_is_refused_and_the_command_leaves_nothing() {
+    let mut n = Node::new();
+    // Zero bytes take two bytes each in the store's key encoding.
+    let long = vec![0u8; 33_000];
+    let half = vec![0u8; 20_000];
+    let too_long = Reply::err(
+        "ERR key too long: sealkv stores a key, together with the hash field or set or sorted-set member it holds, in at most 65535 bytes (see docs/redis.md, Limits)",
+    );
+    let setup = n.apply(&[
+        Group::single(args("SET gone 1")),
+        Group::single(argv(&[b"SADD", b"wide", &half])),
+        Group::single(argv(&[b"SADD", &half, b"x"])),
+    ]);
+    assert_eq!(setup, vec![Reply::Ok, Reply::Int(1), Reply::Int(1)]);
+    let out = n.apply(&[
+        Group::single(args("SET a 1")),
+        Group::single(argv(&[b"SET", &long, b"v"])),
+        Group::single(argv(&[b"MSET", b"m1", b"v", &long, b"v"])),
+        Group::single(argv(&[b"DEL", b"gone", &long])),
+        Group::single(argv(&[b"SUNIONSTORE", &half, b"wide"])),
+        Group::single(argv(&[b"HSET", b"h", b"f1", b"v1", &long, b"v2"])),
+        Group {
+            watches: Vec::new(),
+            cmds: vec![args("SET b 2"), argv(&[b"MSET", b"m2", b"v", &long, b"v"]), args("SET c 3")],
+            exec: true,
+        },
+        Group::single(argv(&[b"GET", &long])),
+    ]);
+    let mut want = vec![Reply::Ok];
+    want.extend(std::iter::repeat_n(too_long.clone(), 5));
+    want.push(Reply::Array(vec![Reply::Ok, too_long.clone(), Reply::Ok]));
+    want.push(too_long.clone());
+    assert_eq!(out, want);
+    assert_eq!(n.r("EXISTS m1 m2 h"), Reply::Int(0), "MSET's and HSET's first writes were taken back");
+    assert_eq!(n.r("GET gone"), bulk("1"), "DEL's first delete was taken back");
+    let dest = machine::read(&n.store, n.ms, 7, &n.cursors, &[argv(&[b"SMEMBERS", &half])]).remove(0);
+    assert_eq!(dest, Reply::Set(vec![bulk("x")]), "SUNIONSTORE's clearing of its destination was taken back");
+    assert_eq!(n.r("MGET a b c"), Reply::Array(vec![bulk("1"), bulk("2"), bulk("3")]));
+    assert_eq!(n.r("DBSIZE"), Reply::Int(6), "gone, wide, the 20,000-byte key, a, b, c");
+    assert_eq!(n.w("INCR a"), Reply::Int(2), "apply goes on");
+}
+
+/// The longest string Redis allows, 512 MiB, is stored behind its type tag; a SETRANGE to its
+/// last byte once halted every replica.
+#[test]
+fn setrange_to_the_last_byte_redis_allows_is_stored() {
+    let mut n = Node::new();
+    assert_eq!(n.w("SETRANGE big 536870911 x"), Reply::Int(536_870_912));
+    assert_eq!(n.r("GETRANGE big -2 -1"), Reply::Bulk(vec![0, b'x']));
+    assert_eq!(n.w("APPEND big y"), Reply::err("ERR string exceeds maximum allowed size (proto-max-bulk-len)"));
+    assert_eq!(
+        n.w("SETRANGE big 536870912 x"),
+        Reply::err("ERR string exceeds maximum allowed size (proto-max-bulk-len)")
+    );
+}
+
 #[test]
 fn read_modify_write_commands_in_one_entry_see_each_other() {
     let mut n = Node::new();

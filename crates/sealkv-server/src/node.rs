@@ -472,7 +472,8 @@ fn write_ops(ops: Vec<WriteOp>) -> Result<Vec<Op>, ApiError> {
             WriteOp::Put { key, value, ttl_ms } => {
                 check_key(&key)?;
                 if value.len() > sealkv_store::MAX_VALUE_LEN {
-                    return Err(ApiError::new("InvalidArgument", "value over 512 MiB"));
+                    let limit = sealkv_store::MAX_VALUE_LEN;
+                    return Err(ApiError::new("InvalidArgument", format!("value over the {limit}-byte limit")));
                 }
                 let expire_at_ms = match ttl_ms {
                     Some(0) => return Err(ApiError::new("InvalidArgument", "ttl must be positive")),

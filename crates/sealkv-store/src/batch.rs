@@ -63,7 +63,30 @@ pub struct ApplyBatch<'s> {
     /// The newest version's commit ts this batch wrote per version prefix, for the newest-version
     /// index and, once committed, the row cache.
     newest: HashMap<Vec<u8>, u64>,
+    /// While a savepoint is open, what each data write replaced, oldest first.
+    undo: Option<Vec<Undo>>,
 }
+
+/// A point in a batch's data writes that [`ApplyBatch::rollback_to`] can return to.
+#[derive(Debug)]
+#[must_use = "a savepoint is closed by rollback_to or release"]
+pub struct Savepoint {
+    undo_len: usize,
+    max_ts: u64,
+}
+
+/// What one put or delete replaced in the batch's maps (`None`: the entry was absent).
+struct Undo {
+    user_key: Vec<u8>,
+    pending: Option<Pending>,
+    mvcc_key: Vec<u8>,
+    version: Option<Write>,
+    /// The version prefix and its former newest ts, if the write moved it.
+    newest: Option<NewestBefore>,
+}
+
+/// A version prefix and the newest ts the batch had for it before a write moved it.
+type NewestBefore = (Vec<u8>, Option<u64>);
 
 /// The newest write of a user key in a batch: its commit ts, and its value and expiry (`None` for
 /// a delete). The value shares its bytes with the version in `versions`: one copy per put.
@@ -112,6 +135,7 @@ impl Store {
             pending: BTreeMap::new(),
             versions: BTreeMap::new(),
             newest: HashMap::new(),
+            undo: None,
         }
     }
 }
@@ -130,21 +154,88 @@ impl ApplyBatch<'_> {
             return Err(StoreError::NoSealingKey);
         }
         let mvcc_key = self.version_key(user_key, commit_ts)?;
-        self.index_newest(&mvcc_key, commit_ts)?;
+        let newest = self.index_newest(&mvcc_key, commit_ts)?;
         // One copy of the value serves the pending read and the commit.
         let value = Slice::from(value);
-        self.pending.insert(user_key.to_vec(), Pending { ts: commit_ts, value: Some((value.clone(), expire_at_ms)) });
-        self.versions.insert(mvcc_key, Write::Live { seal, value, expire_at_ms });
+        let pending = Pending { ts: commit_ts, value: Some((value.clone(), expire_at_ms)) };
+        self.record(user_key, pending, mvcc_key, Write::Live { seal, value, expire_at_ms }, newest);
         Ok(())
     }
 
     /// Writes a tombstone for `user_key` at `commit_ts`.
     pub fn delete(&mut self, user_key: &[u8], commit_ts: u64) -> Result<(), StoreError> {
         let mvcc_key = self.version_key(user_key, commit_ts)?;
-        self.index_newest(&mvcc_key, commit_ts)?;
-        self.versions.insert(mvcc_key, Write::Tombstone);
-        self.pending.insert(user_key.to_vec(), Pending { ts: commit_ts, value: None });
+        let newest = self.index_newest(&mvcc_key, commit_ts)?;
+        self.record(user_key, Pending { ts: commit_ts, value: None }, mvcc_key, Write::Tombstone, newest);
         Ok(())
+    }
+
+    /// Enters a write into the batch's maps, and into the undo log while a savepoint is open.
+    /// Every check of the write has passed by now, so a refused write leaves no trace.
+    fn record(
+        &mut self,
+        user_key: &[u8],
+        pending: Pending,
+        mvcc_key: Vec<u8>,
+        write: Write,
+        newest: Option<NewestBefore>,
+    ) {
+        let pending = self.pending.insert(user_key.to_vec(), pending);
+        match &mut self.undo {
+            Some(undo) => {
+                let version = self.versions.insert(mvcc_key.clone(), write);
+                undo.push(Undo { user_key: user_key.to_vec(), pending, mvcc_key, version, newest });
+            }
+            None => {
+                self.versions.insert(mvcc_key, write);
+            }
+        }
+    }
+
+    /// Marks this point of the batch's data writes. Why: an operation that makes several writes
+    /// (one Redis command) and has a later one refused ([`StoreError::is_refusal`]) takes back
+    /// its earlier ones with [`Self::rollback_to`], so it leaves nothing half done, and the
+    /// refusal is an answer instead of a halt. Savepoints nest; close each with `rollback_to` or
+    /// [`Self::release`], innermost first. They cover puts and deletes, the only writes an
+    /// operation between them makes.
+    pub fn savepoint(&mut self) -> Savepoint {
+        let undo_len = self.undo.get_or_insert_with(Vec::new).len();
+        Savepoint { undo_len, max_ts: self.max_ts }
+    }
+
+    /// Takes back every put and delete made since `sp`, and closes it.
+    pub fn rollback_to(&mut self, sp: Savepoint) {
+        let Some(undo) = &mut self.undo else { return };
+        for u in undo.drain(sp.undo_len..).rev() {
+            match u.version {
+                Some(w) => self.versions.insert(u.mvcc_key, w),
+                None => self.versions.remove(&u.mvcc_key),
+            };
+            match u.pending {
+                Some(p) => self.pending.insert(u.user_key, p),
+                None => self.pending.remove(&u.user_key),
+            };
+            if let Some((prefix, before)) = u.newest {
+                match before {
+                    Some(ts) => self.newest.insert(prefix, ts),
+                    None => self.newest.remove(&prefix),
+                };
+            }
+        }
+        self.max_ts = sp.max_ts;
+        self.close(sp.undo_len);
+    }
+
+    /// Keeps the writes made since `sp`, and closes it. Closing the outermost savepoint stops the
+    /// undo log, so a batch pays for it only around the operations that open one.
+    pub fn release(&mut self, sp: Savepoint) {
+        self.close(sp.undo_len);
+    }
+
+    fn close(&mut self, undo_len: usize) {
+        if undo_len == 0 {
+            self.undo = None;
+        }
     }
 
     /// Makes room for `additional` more keys written by this batch, so a batch that deletes a
@@ -201,7 +292,8 @@ impl ApplyBatch<'_> {
     /// (entries can carry timestamps out of log order). A write at or above every timestamp the
     /// store has seen needs no lookup; only such an older-timestamp write reads the index.
     /// Must run after [`Self::version_key`] has raised `max_ts` to cover `commit_ts`.
-    fn index_newest(&mut self, mvcc_key: &[u8], commit_ts: u64) -> Result<(), StoreError> {
+    /// Returns, while a savepoint is open, the prefix and its former entry if this moved it.
+    fn index_newest(&mut self, mvcc_key: &[u8], commit_ts: u64) -> Result<Option<NewestBefore>, StoreError> {
         let prefix = mvcc_key.get(..mvcc_key.len().saturating_sub(8)).unwrap_or_default();
         let newest = match self.newest.get(prefix) {
             Some(&ts) => Some(ts),
@@ -210,9 +302,10 @@ impl ApplyBatch<'_> {
         };
         if newest.is_none_or(|ts| commit_ts >= ts) {
             // The index entry and the row cache row are made at commit, once per prefix.
-            self.newest.insert(prefix.to_vec(), commit_ts);
+            let before = self.newest.insert(prefix.to_vec(), commit_ts);
+            return Ok(self.undo.is_some().then(|| (prefix.to_vec(), before)));
         }
-        Ok(())
+        Ok(None)
     }
 
     /// The stored bytes of a pending write (sealed here if it is to be) and, when it is its key's

@@ -77,6 +77,15 @@ pub enum StoreError {
 }
 
 impl StoreError {
+    /// Whether this is a write the store refuses for its size: a key whose encoding is too long,
+    /// or a value over [`crate::MAX_VALUE_LEN`]. Such a refusal depends only on the write itself,
+    /// so every replica refuses the same write, and the refused write changed nothing in the
+    /// batch; the caller may answer it as an error instead of halting, after taking back
+    /// whatever else its operation wrote ([`crate::ApplyBatch::savepoint`]).
+    pub fn is_refusal(&self) -> bool {
+        matches!(self, StoreError::Key(KeyError::TooLong { .. }) | StoreError::ValueTooLarge { .. })
+    }
+
     /// The reason of an integrity failure, if this is one.
     pub fn integrity(&self) -> Option<&IntegrityReason> {
         match self {

@@ -28,7 +28,7 @@ mod store;
 pub mod value;
 
 pub use background::EngineStats;
-pub use batch::{ApplyBatch, Durability, MergedScan};
+pub use batch::{ApplyBatch, Durability, MergedScan, Savepoint};
 pub use compress::DecompressError;
 pub use error::{IntegrityReason, StoreError};
 pub use gc::{GcReport, SealedVersion, ValueCounts};
@@ -39,5 +39,7 @@ pub use row_cache::RowCacheStats;
 pub use snapshot::{EncryptionSnapshot, Record, SnapshotError, SnapshotHeader, SnapshotReader, SnapshotStats};
 pub use store::{DEFAULT_ROW_CACHE_BYTES, Direction, KeyValue, Scan, ScanItem, Store, StoreOptions, Version, live_at};
 
-/// The largest value the store accepts (Redis's default `proto-max-bulk-len`).
-pub const MAX_VALUE_LEN: usize = 512 << 20;
+/// The largest value the store accepts: Redis's default `proto-max-bulk-len` (512 MiB), plus room
+/// for the few bytes of header a layer above puts in front of its data (a Redis string of
+/// 512 MiB is stored with one).
+pub const MAX_VALUE_LEN: usize = (512 << 20) + 64;

@@ -112,3 +112,63 @@ fn repeated_and_out_of_order_writes_in_one_batch_leave_the_last_write_of_each_ve
     assert_eq!(common::raw_versions(dir.path()).len(), 5);
     assert_eq!(common::raw_records(dir.path(), "latest").len(), 4);
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+    /// A savepoint's rollback leaves the batch exactly as it was at the savepoint, for its own
+    /// reads and for what it commits (versions, newest-version index, row cache); a release keeps
+    /// everything. Later writes replace earlier ones at the same timestamp, so the rollback must
+    /// put replaced versions back, not just drop new ones.
+    #[test]
+    fn a_rolled_back_savepoint_leaves_the_batch_as_it_was(
+        committed in proptest::collection::vec(w(), 0..12),
+        before in proptest::collection::vec(w(), 0..12),
+        after in proptest::collection::vec(w(), 1..12),
+        keep in any::<bool>(),
+    ) {
+        let dir = tempfile::tempdir().unwrap();
+        let keys = common::keystore();
+        let store = common::open(dir.path(), &keys, true);
+        store.set_sealer(Some(common::sealer(&keys, common::DEK_A)));
+        common::enable(&store, 1);
+        let apply = |b: &mut sealkv_store::ApplyBatch<'_>, model: &mut BTreeMap<Vec<u8>, Vec<u8>>, op: &W, ts: u64| match op {
+            W::Put(k, v) => { b.put(&key(*k), ts, &[*v], 0).unwrap(); model.insert(key(*k), vec![*v]); }
+            W::Del(k) => { b.delete(&key(*k), ts).unwrap(); model.remove(&key(*k)); }
+        };
+        let mut model = BTreeMap::new();
+        let mut b = store.batch();
+        for (i, op) in committed.iter().enumerate() {
+            apply(&mut b, &mut model, op, 10 + i as u64);
+        }
+        b.commit(&common::applied(2), sealkv_store::Durability::Buffered).unwrap();
+        let mut b = store.batch();
+        for op in &before {
+            apply(&mut b, &mut model, op, 150);
+        }
+        let mut with_after = model.clone();
+        let sp = b.savepoint();
+        for (i, op) in after.iter().enumerate() {
+            apply(&mut b, &mut with_after, op, 150 + u64::from(i >= after.len() / 2));
+        }
+        let too_long = vec![0u8; sealkv_store::key::MAX_USER_KEY_LEN * 2];
+        let refused = b.put(&too_long, 151, b"v", 0).unwrap_err();
+        prop_assert!(refused.is_refusal(), "{refused}");
+        let want = if keep { b.release(sp); with_after } else { b.rollback_to(sp); model };
+        for k in 0..12u8 {
+            let got = b.latest(&key(k)).unwrap().and_then(|v| v.value).map(|(v, _)| v);
+            prop_assert_eq!(got, want.get(&key(k)).cloned());
+        }
+        let scanned: Vec<_> = b.scan_latest(Bound::Unbounded, Bound::Unbounded, Direction::Forward).map(|r| r.unwrap()).collect();
+        prop_assert_eq!(scanned, want.clone().into_iter().collect::<Vec<_>>());
+        b.commit(&common::applied(3), sealkv_store::Durability::Synced).unwrap();
+        let newest = |store: &sealkv_store::Store| -> Vec<Option<Vec<u8>>> {
+            (0..12u8).map(|k| store.version(&key(k), u64::MAX).unwrap().and_then(|v| v.value).map(|(v, _)| v)).collect()
+        };
+        let want: Vec<_> = (0..12u8).map(|k| want.get(&key(k)).cloned()).collect();
+        prop_assert_eq!(newest(&store), want.clone(), "through the row cache");
+        drop(store);
+        let store = common::open(dir.path(), &keys, true);
+        prop_assert_eq!(newest(&store), want, "from disk");
+        prop_assert!(store.version(&too_long[..10], u64::MAX).unwrap().is_none());
+    }
+}

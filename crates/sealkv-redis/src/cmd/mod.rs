@@ -12,6 +12,8 @@ mod zsets;
 use std::collections::HashMap;
 use std::sync::OnceLock;
 
+use sealkv_store::StoreError;
+
 use crate::db::DbError;
 use crate::keyspace::{Ctx, Fail, Res};
 use crate::reply::Reply;
@@ -379,7 +381,11 @@ pub fn check(args: &[Vec<u8>]) -> Result<&'static Spec, Reply> {
 }
 
 /// Runs a data command (read or write) against `ctx`. A store failure is an `Err`: apply
-/// halts on it, a read answers with an error reply.
+/// halts on it, a read answers with an error reply. A write the store refuses for its size
+/// (a key and member whose encoding is too long, a value too large) is answered with an error
+/// instead, and the command's earlier writes are taken back: the refusal depends only on the
+/// command and the state, so every replica answers it alike, and a client cannot halt the
+/// cluster with a long key.
 pub fn execute(ctx: &mut Ctx<'_>, args: &[Vec<u8>]) -> Result<Reply, DbError> {
     let Some(spec) = args.first().and_then(|n| lookup(n)) else { return Ok(unknown(args)) };
     let Some(run) = spec.run else { return Ok(unknown(args)) };
@@ -389,9 +395,29 @@ pub fn execute(ctx: &mut Ctx<'_>, args: &[Vec<u8>]) -> Result<Reply, DbError> {
     if spec.class == Class::Write && !ctx.db.writable() {
         return Err(DbError::ReadOnly);
     }
+    let mark = ctx.db.mark();
     match run(ctx, &Args(args)) {
-        Ok(r) => Ok(r),
-        Err(Fail::Reply(m)) => Ok(Reply::Error(m)),
-        Err(Fail::Db(e)) => Err(e),
+        Err(Fail::Db(DbError::Store(e))) if e.is_refusal() => {
+            ctx.db.undo(mark);
+            Ok(refused(&e))
+        }
+        out => {
+            ctx.db.keep(mark);
+            match out {
+                Ok(r) => Ok(r),
+                Err(Fail::Reply(m)) => Ok(Reply::Error(m)),
+                Err(Fail::Db(e)) => Err(e),
+            }
+        }
     }
+}
+
+/// The answer to a write the store refused ([`StoreError::is_refusal`]).
+fn refused(e: &StoreError) -> Reply {
+    Reply::err(match e {
+        StoreError::ValueTooLarge { .. } => "ERR string exceeds maximum allowed size (proto-max-bulk-len)",
+        _ => {
+            "ERR key too long: sealkv stores a key, together with the hash field or set or sorted-set member it holds, in at most 65535 bytes (see docs/redis.md, Limits)"
+        }
+    })
 }

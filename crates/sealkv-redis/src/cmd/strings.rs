@@ -9,6 +9,9 @@ use crate::reply::Reply;
 
 /// The largest string SETRANGE/APPEND may build (Redis `proto-max-bulk-len`).
 const MAX_STRING: usize = 512 << 20;
+// The store must take the longest string behind its one-byte type tag: a SETRANGE to the last
+// byte Redis allows once halted every replica here.
+const _: () = assert!(MAX_STRING < sealkv_store::MAX_VALUE_LEN);
 
 fn string_of(l: Option<Live>) -> Option<(Vec<u8>, u64)> {
     l.and_then(|l| match l.meta {
