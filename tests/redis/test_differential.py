@@ -400,7 +400,9 @@ class Differential(unittest.TestCase):
             "SSCAN s 0 NOVALUES", "ZSCAN s 0 COUNT 0", "EXPIRE s 10 fOo", "SCAN x FOO", "SCAN 0 FOO",
             "SINTERCARD 1 a LIMIT -3 x", "SINTERCARD 1 a LIMIT 1 LIMIT 0", "SINTERCARD 1 a x LIMIT -3",
             "SELECT 99999999999", "SELECT -1", "CLIENT FOO", "CLIENT SETNAME", "CLIENT KILL", "CONFIG GET", "CONFIG FOO",
-            "CONFIG SET a", "COMMAND COUNT x", "COMMAND FOO", "AUTH a b c",
+            "CONFIG SET a", "COMMAND COUNT x", "COMMAND FOO", "AUTH a b c", "SADD st a", "HSET hs a 1",
+            "SRANDMEMBER st -9223372036854775808", "HRANDFIELD hs -9223372036854775808", "FLUSHDB ASYNC extra",
+            "FLUSHALL SYNC SYNC", "DBSIZE",
         ]
         self.assert_answers_as_redis(script)
 

@@ -253,6 +253,15 @@ pub fn parse_int(b: &[u8]) -> Result<i64, Fail> {
     int(b).ok_or(Fail::Reply(msg::NOT_INT.into()))
 }
 
+/// Parses an integer whose negation must fit too (Redis's `getRangeLongFromObjectOrReply` over
+/// ±`LONG_MAX`): a count or rank whose sign picks a direction, so -2^63 has no meaning.
+pub fn parse_signed_count(b: &[u8]) -> Result<i64, Fail> {
+    match parse_int(b)? {
+        i64::MIN => fail("ERR value is out of range, value must between -9223372036854775807 and 9223372036854775807"),
+        n => Ok(n),
+    }
+}
+
 /// Parses a count that must not be negative: `message` when it is negative or not an integer
 /// (Redis answers both with one message that names the option).
 pub fn non_negative(b: &[u8], message: &str) -> Result<usize, Fail> {

@@ -33,11 +33,12 @@ pub enum Rules {
     /// and a range bound skips leading white space, ends at an embedded NUL, and reads an empty
     /// bound as 0.
     V2 = 2,
-    /// A score of -0 is the score 0, as in Redis, where -0 and 0 compare equal. ZADD and ZINCRBY
+    /// A score of -0 is the score 0, as in Redis, where -0 and 0 compare equal: ZADD and ZINCRBY
     /// store 0 for a score that is -0, so members at either zero sort by member, and a score
     /// range whose bound is a zero covers members at both zeros, including any stored as -0 at an
     /// earlier level. Before, -0 was stored as given and sorted below 0, so `ZRANGEBYSCORE z 0 0`
-    /// missed a member added at `-0` and ZREMRANGEBYSCORE left it.
+    /// missed a member added at `-0` and ZREMRANGEBYSCORE left it. And FLUSHALL and FLUSHDB take
+    /// one option at most: `FLUSHALL ASYNC x` flushed before, and is Redis's syntax error now.
     V3 = 3,
 }
 
@@ -74,6 +75,12 @@ impl Rules {
     /// The score a sorted-set member is stored at when it is set to `score`.
     pub fn stored_score(self, score: f64) -> f64 {
         if self >= Rules::V3 && score == 0.0 { 0.0 } else { score }
+    }
+
+    /// How many options FLUSHALL and FLUSHDB take (ASYNC or SYNC); before level 3 any after the
+    /// first were ignored.
+    pub fn flush_options(self) -> usize {
+        if self >= Rules::V3 { 1 } else { usize::MAX }
     }
 
     /// Whether a score range bounded by a zero covers both zeros (see [`Rules::V3`]); before
@@ -160,6 +167,8 @@ mod tests {
             assert!(!r.zeros_are_one_score());
         }
         assert!(Rules::V3.stored_score(-0.0).is_sign_positive());
+        assert_eq!(Rules::V3.flush_options(), 1);
+        assert_eq!(Rules::V2.flush_options(), usize::MAX);
         assert!(Rules::V3.zeros_are_one_score());
         for s in [0.0, 1.5, -2.0, f64::INFINITY, f64::NEG_INFINITY, -f64::MIN_POSITIVE] {
             assert_eq!(Rules::V3.stored_score(s).to_bits(), s.to_bits(), "{s}");

@@ -115,6 +115,42 @@ fn negative_zero_is_the_score_zero_from_level_3() {
     assert_eq!(n.r("EXISTS z"), Reply::Int(0));
 }
 
+/// FLUSHALL takes one option from level 3, as in Redis; an entry of an earlier level still flushes
+/// with the options after the first ignored, as it did on the replicas that applied it then.
+#[test]
+fn flushall_takes_one_option_from_level_3() {
+    let mut n = Node::new();
+    n.w("SET k v");
+    assert_eq!(n.w("FLUSHDB ASYNC extra"), Reply::err("ERR syntax error"));
+    assert_eq!(n.w("FLUSHALL SYNC SYNC"), Reply::err("ERR syntax error"));
+    assert_eq!(n.r("DBSIZE"), Reply::Int(1));
+    let old = n.apply_at(Rules::V2, &[Group::single(args("FLUSHDB ASYNC extra"))]);
+    assert_eq!(old, vec![Reply::Ok]);
+    assert_eq!(n.r("DBSIZE"), Reply::Int(0));
+}
+
+/// A count or rank whose sign picks a direction cannot be -2^63, whose negation does not fit:
+/// Redis's range error (SRANDMEMBER and HRANDFIELD in Redis 7.0, LPOS RANK from 7.2; 7.0's LPOS
+/// read it through an overflow).
+#[test]
+fn a_signed_count_of_minus_2_pow_63_is_out_of_range() {
+    let mut n = Node::new();
+    n.w("RPUSH l a b a");
+    n.w("SADD s a b");
+    n.w("HSET h a 1");
+    let range =
+        Reply::err("ERR value is out of range, value must between -9223372036854775807 and 9223372036854775807");
+    for cmd in [
+        "LPOS l a RANK -9223372036854775808",
+        "SRANDMEMBER s -9223372036854775808",
+        "HRANDFIELD h -9223372036854775808",
+    ] {
+        assert_eq!(n.r(cmd), range, "{cmd}");
+    }
+    assert_eq!(n.r("LPOS l a RANK -9223372036854775807"), Reply::Nil);
+    assert_eq!(n.r("LPOS l a RANK -1"), Reply::Int(2));
+}
+
 fn argv(parts: &[&[u8]]) -> Vec<Vec<u8>> {
     parts.iter().map(|p| p.to_vec()).collect()
 }

@@ -2,7 +2,7 @@
 
 use super::Args;
 use super::keys::{element_scan, empty_page, scan_elements};
-use crate::keyspace::{Ctx, Fail, Live, Res, count_of, fail, int, msg, parse_int, upper};
+use crate::keyspace::{Ctx, Fail, Live, Res, count_of, fail, int, msg, parse_int, parse_signed_count, upper};
 use crate::layout::{Kind, Meta};
 use crate::longdouble;
 use crate::reply::Reply;
@@ -166,7 +166,7 @@ pub(super) fn hincrbyfloat(ctx: &mut Ctx<'_>, a: &Args<'_>) -> Res {
 
 pub(super) fn hrandfield(ctx: &mut Ctx<'_>, a: &Args<'_>) -> Res {
     let key = a.get(1);
-    let count = if a.len() > 2 { Some(parse_int(a.get(2))?) } else { None };
+    let count = if a.len() > 2 { Some(parse_signed_count(a.get(2))?) } else { None };
     let withvalues = match a.from(3) {
         [] => false,
         [o] if upper(o) == b"WITHVALUES" => true,

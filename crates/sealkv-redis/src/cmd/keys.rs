@@ -378,9 +378,13 @@ pub(super) fn copy(ctx: &mut Ctx<'_>, a: &Args<'_>) -> Res {
 }
 
 pub(super) fn flushall(ctx: &mut Ctx<'_>, a: &Args<'_>) -> Res {
-    if let Some(o) = a.from(1).first()
+    let options = a.from(1);
+    if let Some(o) = options.first()
         && !matches!(upper(o).as_slice(), b"ASYNC" | b"SYNC")
     {
+        return fail(msg::SYNTAX);
+    }
+    if options.len() > ctx.rules.flush_options() {
         return fail(msg::SYNTAX);
     }
     ctx.db.clear()?;

@@ -4,7 +4,7 @@
 
 use super::Args;
 use super::strings::range;
-use crate::keyspace::{Ctx, Fail, Live, Res, fail, msg, non_negative, parse_int, upper};
+use crate::keyspace::{Ctx, Fail, Live, Res, fail, msg, non_negative, parse_int, parse_signed_count, upper};
 use crate::layout::{self, Kind, LIST_MID, Meta};
 use crate::reply::Reply;
 
@@ -259,8 +259,8 @@ pub(super) fn lpos(ctx: &mut Ctx<'_>, a: &Args<'_>) -> Res {
         // negative", and an unknown option is a syntax error whatever follows it.
         let v = a.get(i + 1);
         match upper(a.get(i)).as_slice() {
-            b"RANK" => match parse_int(v)? {
-                0 | i64::MIN => {
+            b"RANK" => match parse_signed_count(v)? {
+                0 => {
                     return fail(
                         "ERR RANK can't be zero: use 1 to start from the first match, 2 from the second ... or use negative to start from the end of the list",
                     );

@@ -4,7 +4,7 @@ use std::collections::BTreeSet;
 
 use super::Args;
 use super::keys::{element_scan, empty_page, scan_elements};
-use crate::keyspace::{Ctx, Fail, Res, count_of, fail, int, msg, non_negative, parse_int, upper};
+use crate::keyspace::{Ctx, Fail, Res, count_of, fail, int, msg, non_negative, parse_signed_count, upper};
 use crate::layout::{Kind, Meta};
 use crate::reply::Reply;
 
@@ -111,7 +111,7 @@ pub(super) fn scard(ctx: &mut Ctx<'_>, a: &Args<'_>) -> Res {
 fn count_arg(a: &Args<'_>) -> Result<Option<i64>, Fail> {
     match a.from(2) {
         [] => Ok(None),
-        [c] => Ok(Some(parse_int(c)?)),
+        [c] => Ok(Some(parse_signed_count(c)?)),
         _ => fail(msg::SYNTAX),
     }
 }
