@@ -79,6 +79,11 @@ pub trait Db {
 #[must_use = "a mark is closed by Db::undo or Db::keep"]
 pub struct Mark(Option<(Savepoint, CountDelta)>);
 
+impl Mark {
+    /// No mark: the command's writes cannot be taken back.
+    pub const NONE: Mark = Mark(None);
+}
+
 fn stored(v: Option<Version>) -> Option<Stored> {
     v.and_then(|v| v.value).map(|(value, expire_at_ms)| Stored { value, expire_at_ms })
 }
@@ -348,7 +353,7 @@ impl Db for ReadDb<'_> {
     }
 
     fn mark(&mut self) -> Mark {
-        Mark(None)
+        Mark::NONE
     }
 
     fn undo(&mut self, _: Mark) {}

@@ -14,7 +14,7 @@ use std::sync::OnceLock;
 
 use sealkv_store::StoreError;
 
-use crate::db::DbError;
+use crate::db::{DbError, Mark};
 use crate::keyspace::{Ctx, Fail, Res};
 use crate::reply::Reply;
 
@@ -395,7 +395,10 @@ pub fn execute(ctx: &mut Ctx<'_>, args: &[Vec<u8>]) -> Result<Reply, DbError> {
     if spec.class == Class::Write && !ctx.db.writable() {
         return Err(DbError::ReadOnly);
     }
-    let mark = ctx.db.mark();
+    // A command that names no key (FLUSHALL, the leader's expiry sweep) writes only keys the
+    // store already holds, which it can always hold again; FLUSHALL's mark would keep a copy of
+    // every key in the keyspace.
+    let mark = if spec.keys == NOKEY { Mark::NONE } else { ctx.db.mark() };
     match run(ctx, &Args(args)) {
         Err(Fail::Db(DbError::Store(e))) if e.is_refusal() => {
             ctx.db.undo(mark);
