@@ -65,6 +65,8 @@ pub struct ApplyBatch<'s> {
     newest: HashMap<Vec<u8>, u64>,
     /// While a savepoint is open, what each data write replaced, oldest first.
     undo: Option<Vec<Undo>>,
+    /// How many savepoints are open.
+    savepoints: usize,
 }
 
 /// A point in a batch's data writes that [`ApplyBatch::rollback_to`] can return to.
@@ -136,6 +138,7 @@ impl Store {
             versions: BTreeMap::new(),
             newest: HashMap::new(),
             undo: None,
+            savepoints: 0,
         }
     }
 }
@@ -199,6 +202,7 @@ impl ApplyBatch<'_> {
     /// [`Self::release`], innermost first. They cover puts and deletes, the only writes an
     /// operation between them makes.
     pub fn savepoint(&mut self) -> Savepoint {
+        self.savepoints += 1;
         let undo_len = self.undo.get_or_insert_with(Vec::new).len();
         Savepoint { undo_len, max_ts: self.max_ts }
     }
@@ -223,17 +227,18 @@ impl ApplyBatch<'_> {
             }
         }
         self.max_ts = sp.max_ts;
-        self.close(sp.undo_len);
+        self.close();
     }
 
     /// Keeps the writes made since `sp`, and closes it. Closing the outermost savepoint stops the
     /// undo log, so a batch pays for it only around the operations that open one.
-    pub fn release(&mut self, sp: Savepoint) {
-        self.close(sp.undo_len);
+    pub fn release(&mut self, _sp: Savepoint) {
+        self.close();
     }
 
-    fn close(&mut self, undo_len: usize) {
-        if undo_len == 0 {
+    fn close(&mut self) {
+        self.savepoints = self.savepoints.saturating_sub(1);
+        if self.savepoints == 0 {
             self.undo = None;
         }
     }

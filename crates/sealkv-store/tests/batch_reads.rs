@@ -172,3 +172,27 @@ proptest! {
         prop_assert!(store.version(&too_long[..10], u64::MAX).unwrap().is_none());
     }
 }
+
+/// Savepoints nest: an inner one opened before any write, then released, must not end the undo
+/// log the outer one still needs; rolling back the outer takes back the writes of both.
+#[test]
+fn nested_savepoints_roll_back_to_the_outer_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let keys = common::keystore();
+    let store = common::open(dir.path(), &keys, true);
+    let mut b = store.batch();
+    b.put(b"kept", 5, b"0", 0).unwrap();
+    let outer = b.savepoint();
+    let inner = b.savepoint();
+    b.put(b"a", 5, b"1", 0).unwrap();
+    b.release(inner);
+    b.put(b"b", 5, b"2", 0).unwrap();
+    let inner = b.savepoint();
+    b.put(b"a", 5, b"3", 0).unwrap();
+    b.rollback_to(inner);
+    assert_eq!(b.latest(b"a").unwrap().and_then(|v| v.value).map(|(v, _)| v), Some(b"1".to_vec()));
+    b.rollback_to(outer);
+    for (k, want) in [(&b"kept"[..], Some(b"0".to_vec())), (b"a", None), (b"b", None)] {
+        assert_eq!(b.latest(k).unwrap().and_then(|v| v.value).map(|(v, _)| v), want, "{k:?}");
+    }
+}
