@@ -51,7 +51,17 @@ pub mod msg {
     pub const OVERFLOW: &str = "ERR increment or decrement would overflow";
     /// Negative where positive is needed.
     pub const NOT_POSITIVE: &str = "ERR value is out of range, must be positive";
+    /// A reply past [`super::REPLY_BUDGET`].
+    pub const REPLY_TOO_LARGE: &str =
+        "ERR reply too large: sealkv answers at most 1 GiB per command, and per MULTI/EXEC (see docs/redis.md, Limits)";
 }
+
+/// The most reply bytes one command, or during apply one group (a MULTI/EXEC), may produce:
+/// twice the largest value. Why: every replica evaluates a transaction's reads too, so a reply
+/// many times the size of the data (`MGET k k k …` of a large value, `SRANDMEMBER s -16777216`,
+/// a transaction of many large GETs) would exhaust every replica's memory at the same entry, and
+/// again after every restart.
+pub const REPLY_BUDGET: u64 = 1 << 30;
 
 /// Fails with an error reply.
 pub fn fail<T>(m: impl Into<String>) -> Result<T, Fail> {
@@ -95,13 +105,49 @@ pub struct Ctx<'a> {
     /// reads.
     pub rules: Rules,
     rng: u64,
+    /// Whether the commands share [`REPLY_BUDGET`] (a group during apply) rather than each
+    /// having its own (reads on the leader, where a pipeline of large reads is answered).
+    shared_budget: bool,
+    /// Reply bytes charged to the shared budget so far.
+    replied: u64,
 }
 
 impl<'a> Ctx<'a> {
     /// A context over `db`, running commands under `rules`.
     pub fn new(db: &'a mut dyn Db, cursors: Option<&'a Cursors>, rules: Rules) -> Self {
         let rng = db.seed() | 1;
-        Ctx { db, cursors, rules, rng }
+        Ctx { db, cursors, rules, rng, shared_budget: false, replied: 0 }
+    }
+
+    /// Makes the commands run in this context share one [`REPLY_BUDGET`] (a group at apply).
+    pub fn sharing_reply_budget(mut self) -> Self {
+        self.shared_budget = true;
+        self
+    }
+
+    /// Reply bytes the running command may still produce.
+    pub fn reply_room(&self) -> u64 {
+        REPLY_BUDGET.saturating_sub(self.replied)
+    }
+
+    /// Fails with [`msg::REPLY_TOO_LARGE`] when a reply of `bytes` would not fit in
+    /// [`Ctx::reply_room`]: for commands whose reply can be many times the data they read.
+    pub fn reply_fits(&self, bytes: u64) -> Result<(), Fail> {
+        if bytes > self.reply_room() { fail(msg::REPLY_TOO_LARGE) } else { Ok(()) }
+    }
+
+    /// Charges a finished command's reply to the shared budget; whether it fit. Always fits
+    /// when the commands do not share one.
+    pub fn charge_reply(&mut self, reply: &Reply) -> bool {
+        if !self.shared_budget {
+            return true;
+        }
+        let bytes = reply.size();
+        if bytes > self.reply_room() {
+            return false;
+        }
+        self.replied += bytes;
+        true
     }
 
     /// Now, as expiry is judged.

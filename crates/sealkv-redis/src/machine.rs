@@ -41,6 +41,9 @@ pub fn run_group(db: &mut dyn Db, cursors: Option<&Cursors>, rules: Rules, g: &G
         }
     }
     let mut ctx = Ctx::new(db, cursors, rules);
+    if rules.group_reply_budget() {
+        ctx = ctx.sharing_reply_budget();
+    }
     let mut out = Vec::with_capacity(g.cmds.len());
     for c in &g.cmds {
         out.push(cmd::execute(&mut ctx, c)?);

@@ -51,6 +51,18 @@ impl Reply {
         matches!(self, Reply::Error(_))
     }
 
+    /// About how many bytes the reply takes, in memory and on the wire: its payload plus 16 per
+    /// element. What [`crate::keyspace::REPLY_BUDGET`] is counted in.
+    pub fn size(&self) -> u64 {
+        16 + match self {
+            Reply::Simple(s) | Reply::Error(s) => s.len() as u64,
+            Reply::Bulk(b) => b.len() as u64,
+            Reply::Array(v) | Reply::Set(v) => v.iter().map(Reply::size).sum(),
+            Reply::Map(v) | Reply::Pairs(v) => v.iter().map(|(a, b)| a.size() + b.size()).sum(),
+            Reply::Ok | Reply::Int(_) | Reply::Nil | Reply::NilArray | Reply::Double(_) => 0,
+        }
+    }
+
     /// Appends the reply in RESP2 (`resp3` false) or RESP3.
     pub fn write_to(&self, out: &mut Vec<u8>, resp3: bool) {
         match self {

@@ -37,8 +37,11 @@ pub enum Rules {
     /// store 0 for a score that is -0, so members at either zero sort by member, and a score
     /// range whose bound is a zero covers members at both zeros, including any stored as -0 at an
     /// earlier level. Before, -0 was stored as given and sorted below 0, so `ZRANGEBYSCORE z 0 0`
-    /// missed a member added at `-0` and ZREMRANGEBYSCORE left it. And FLUSHALL and FLUSHDB take
-    /// one option at most: `FLUSHALL ASYNC x` flushed before, and is Redis's syntax error now.
+    /// missed a member added at `-0` and ZREMRANGEBYSCORE left it. FLUSHALL and FLUSHDB take one
+    /// option at most: `FLUSHALL ASYNC x` flushed before, and is Redis's syntax error now. And a
+    /// transaction's reads share one reply budget ([`crate::keyspace::REPLY_BUDGET`]): once it is
+    /// spent, its later reads answer an error without running, so they no longer draw from the
+    /// random picks that a later SPOP in it makes.
     V3 = 3,
 }
 
@@ -81,6 +84,11 @@ impl Rules {
     /// first were ignored.
     pub fn flush_options(self) -> usize {
         if self >= Rules::V3 { 1 } else { usize::MAX }
+    }
+
+    /// Whether the commands of a group (a MULTI/EXEC) share one reply budget at apply.
+    pub fn group_reply_budget(self) -> bool {
+        self >= Rules::V3
     }
 
     /// Whether a score range bounded by a zero covers both zeros (see [`Rules::V3`]); before
@@ -168,6 +176,7 @@ mod tests {
         }
         assert!(Rules::V3.stored_score(-0.0).is_sign_positive());
         assert_eq!(Rules::V3.flush_options(), 1);
+        assert!(Rules::V3.group_reply_budget() && !Rules::V2.group_reply_budget());
         assert_eq!(Rules::V2.flush_options(), usize::MAX);
         assert!(Rules::V3.zeros_are_one_score());
         for s in [0.0, 1.5, -2.0, f64::INFINITY, f64::NEG_INFINITY, -f64::MIN_POSITIVE] {

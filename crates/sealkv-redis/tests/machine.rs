@@ -204,6 +204,52 @@ fn a_key_too_long_to_store_is_refused_and_the_command_leaves_nothing() {
     assert_eq!(n.w("INCR a"), Reply::Int(2), "apply goes on");
 }
 
+/// A reply can be many times the size of the data (a key named again and again, random picks
+/// with repeats, a transaction of many large reads). Every replica evaluates a transaction, so
+/// one such reply once exhausted every replica's memory at the same entry, and again after each
+/// restart. A command answers at most 1 GiB, and so does a transaction's reads together; a
+/// write in the transaction still runs.
+#[test]
+fn replies_stop_at_the_reply_budget() {
+    let mut n = Node::new();
+    let too_large = Reply::err(
+        "ERR reply too large: sealkv answers at most 1 GiB per command, and per MULTI/EXEC (see docs/redis.md, Limits)",
+    );
+    // Compared by size first, so a failure does not print a gigabyte.
+    let refused = |r: Reply| {
+        assert!(r.size() < 1024, "a reply of {} bytes", r.size());
+        assert_eq!(r, too_large);
+    };
+    let member = vec![b'm'; 60_000];
+    let eight_mib = vec![b'v'; 8 << 20];
+    assert_eq!(n.w("SETRANGE k 8388607 x"), Reply::Int(8 << 20));
+    let setup = n.apply(&[
+        Group::single(argv(&[b"HSET", b"h", b"f", &eight_mib])),
+        Group::single(argv(&[b"SADD", b"s", &member])),
+        Group::single(argv(&[b"HSET", b"h2", &member, b"v"])),
+    ]);
+    assert_eq!(setup, vec![Reply::Int(1); 3]);
+    // 129 copies of 8 MiB pass 1 GiB; random picks are counted before any is copied.
+    refused(n.r(&format!("MGET{}", " k".repeat(129))));
+    refused(n.r(&format!("HMGET h{}", " f".repeat(129))));
+    refused(n.r("SRANDMEMBER s -20000"));
+    refused(n.r("HRANDFIELD h2 -20000"));
+    assert!(matches!(n.r("SRANDMEMBER s -1000"), Reply::Array(a) if a.len() == 1000));
+    assert!(matches!(n.r(&format!("MGET{}", " k".repeat(100))), Reply::Array(a) if a.len() == 100));
+    // 127 GETs of 8 MiB fit in 1 GiB; the reads after them do not, the write does.
+    let mut cmds: Vec<Vec<Vec<u8>>> = (0..130).map(|_| args("GET k")).collect();
+    cmds.push(args("SET after 1"));
+    let mut out = n.apply(&[Group { watches: Vec::new(), cmds, exec: true }]);
+    let Some(Reply::Array(mut replies)) = out.pop() else { panic!("not an EXEC reply") };
+    assert_eq!(replies.len(), 131);
+    assert_eq!(replies.pop(), Some(Reply::Ok));
+    for r in replies.drain(127..) {
+        refused(r);
+    }
+    assert!(replies.iter().all(|r| matches!(r, Reply::Bulk(v) if v.len() == 8 << 20)));
+    assert_eq!(n.r("GET after"), bulk("1"));
+}
+
 /// The longest string Redis allows, 512 MiB, is stored behind its type tag; a SETRANGE to its
 /// last byte once halted every replica.
 #[test]

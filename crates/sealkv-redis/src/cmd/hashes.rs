@@ -59,8 +59,13 @@ pub(super) fn hmget(ctx: &mut Ctx<'_>, a: &Args<'_>) -> Res {
     let key = a.get(1);
     let exists = ctx.lookup_kind(key, Kind::Hash)?.is_some();
     let mut out = Vec::new();
+    let mut bytes = 0u64;
     for f in a.from(2) {
-        out.push(Reply::opt(if exists { ctx.element(key, f)? } else { None }));
+        let v = if exists { ctx.element(key, f)? } else { None };
+        // A field named many times repeats its value in the reply.
+        bytes += v.as_ref().map_or(0, |v| v.len() as u64);
+        ctx.reply_fits(bytes)?;
+        out.push(Reply::opt(v));
     }
     Ok(Reply::Array(out))
 }
@@ -181,6 +186,12 @@ pub(super) fn hrandfield(ctx: &mut Ctx<'_>, a: &Args<'_>) -> Res {
         let i = (ctx.random() % pairs.len() as u64) as usize;
         return Ok(Reply::opt(pairs.get(i).map(|(f, _)| f.clone())));
     };
+    // A negative count picks with repeats: the reply can be far larger than the hash.
+    let bytes = picks
+        .iter()
+        .filter_map(|&i| pairs.get(i))
+        .map(|(f, v)| (f.len() + if withvalues { v.len() } else { 0 }) as u64);
+    ctx.reply_fits(bytes.sum())?;
     let chosen = picks.into_iter().filter_map(|i| pairs.get(i));
     Ok(if withvalues {
         Reply::Pairs(chosen.map(|(f, v)| (Reply::Bulk(f.clone()), Reply::Bulk(v.clone()))).collect())

@@ -15,7 +15,7 @@ use std::sync::OnceLock;
 use sealkv_store::StoreError;
 
 use crate::db::{DbError, Mark};
-use crate::keyspace::{Ctx, Fail, Res};
+use crate::keyspace::{Ctx, Fail, Res, msg};
 use crate::reply::Reply;
 
 /// A command's arguments (index 0 is its name).
@@ -395,24 +395,33 @@ pub fn execute(ctx: &mut Ctx<'_>, args: &[Vec<u8>]) -> Result<Reply, DbError> {
     if spec.class == Class::Write && !ctx.db.writable() {
         return Err(DbError::ReadOnly);
     }
+    // A read past a group's spent reply budget is not run at all; a write always is (its reply is
+    // small, and skipping it would change what the group writes).
+    if spec.class == Class::Read && ctx.reply_room() == 0 {
+        return Ok(Reply::err(msg::REPLY_TOO_LARGE));
+    }
     // A command that names no key (FLUSHALL, the leader's expiry sweep) writes only keys the
     // store already holds, which it can always hold again; FLUSHALL's mark would keep a copy of
     // every key in the keyspace.
     let mark = if spec.keys == NOKEY { Mark::NONE } else { ctx.db.mark() };
-    match run(ctx, &Args(args)) {
+    let reply = match run(ctx, &Args(args)) {
         Err(Fail::Db(DbError::Store(e))) if e.is_refusal() => {
             ctx.db.undo(mark);
-            Ok(refused(&e))
+            refused(&e)
         }
         out => {
             ctx.db.keep(mark);
             match out {
-                Ok(r) => Ok(r),
-                Err(Fail::Reply(m)) => Ok(Reply::Error(m)),
-                Err(Fail::Db(e)) => Err(e),
+                Ok(r) => r,
+                Err(Fail::Reply(m)) => Reply::Error(m),
+                Err(Fail::Db(e)) => return Err(e),
             }
         }
+    };
+    if !ctx.charge_reply(&reply) && spec.class == Class::Read {
+        return Ok(Reply::err(msg::REPLY_TOO_LARGE));
     }
+    Ok(reply)
 }
 
 /// The answer to a write the store refused ([`StoreError::is_refusal`]).

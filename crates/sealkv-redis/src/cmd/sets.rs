@@ -140,7 +140,11 @@ pub(super) fn srandmember(ctx: &mut Ctx<'_>, a: &Args<'_>) -> Res {
             let i = (ctx.random() % all.len() as u64) as usize;
             Ok(Reply::opt(all.get(i).cloned()))
         }
-        Some(p) => Ok(Reply::Array(p.into_iter().filter_map(|i| all.get(i).cloned()).map(Reply::Bulk).collect())),
+        Some(p) => {
+            // A negative count picks with repeats: the reply can be far larger than the set.
+            ctx.reply_fits(p.iter().filter_map(|&i| all.get(i)).map(|m| m.len() as u64).sum())?;
+            Ok(Reply::Array(p.into_iter().filter_map(|i| all.get(i).cloned()).map(Reply::Bulk).collect()))
+        }
     }
 }
 

@@ -178,9 +178,13 @@ pub(super) fn getex(ctx: &mut Ctx<'_>, a: &Args<'_>) -> Res {
 
 pub(super) fn mget(ctx: &mut Ctx<'_>, a: &Args<'_>) -> Res {
     let mut out = Vec::with_capacity(a.len() - 1);
+    let mut bytes = 0u64;
     for k in a.from(1) {
         // MGET answers nil for keys of another type instead of failing.
         let v = string_of(ctx.lookup(k)?).map(|(v, _)| v);
+        // A key named many times repeats its value in the reply.
+        bytes += v.as_ref().map_or(0, |v| v.len() as u64);
+        ctx.reply_fits(bytes)?;
         out.push(Reply::opt(v));
     }
     Ok(Reply::Array(out))
