@@ -51,6 +51,10 @@ pub mod msg {
     pub const OVERFLOW: &str = "ERR increment or decrement would overflow";
     /// Negative where positive is needed.
     pub const NOT_POSITIVE: &str = "ERR value is out of range, must be positive";
+    /// Redis's `getRangeLongFromObjectOrReply` error for an integer outside `[lo, hi]`.
+    pub fn out_of_range(lo: i64, hi: i64) -> String {
+        format!("ERR value is out of range, value must between {lo} and {hi}")
+    }
     /// A reply past [`super::REPLY_BUDGET`].
     pub const REPLY_TOO_LARGE: &str =
         "ERR reply too large: sealkv answers at most 1 GiB per command, and per MULTI/EXEC (see docs/redis.md, Limits)";
@@ -303,7 +307,7 @@ pub fn parse_int(b: &[u8]) -> Result<i64, Fail> {
 /// ±`LONG_MAX`): a count or rank whose sign picks a direction, so -2^63 has no meaning.
 pub fn parse_signed_count(b: &[u8]) -> Result<i64, Fail> {
     match parse_int(b)? {
-        i64::MIN => fail("ERR value is out of range, value must between -9223372036854775807 and 9223372036854775807"),
+        i64::MIN => fail(msg::out_of_range(-i64::MAX, i64::MAX)),
         n => Ok(n),
     }
 }

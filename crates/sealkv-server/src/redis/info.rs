@@ -7,7 +7,7 @@ use std::sync::atomic::Ordering;
 
 use openraft::ServerState;
 use sealkv_redis::cmd::{self, Args, COMMANDS};
-use sealkv_redis::keyspace::{glob, upper};
+use sealkv_redis::keyspace::{glob, msg, upper};
 use sealkv_redis::rules::Rules;
 use sealkv_redis::{Group, Reply};
 
@@ -32,9 +32,7 @@ pub async fn server_command(fe: &Frontend, st: &mut State, args: &[Vec<u8>]) -> 
         b"select" => match sealkv_redis::keyspace::int(Args(args).get(1)) {
             None => Reply::err(sealkv_redis::keyspace::msg::NOT_INT),
             Some(0) => Reply::Ok,
-            Some(i) if i32::try_from(i).is_err() => {
-                Reply::err("ERR value is out of range, value must between -2147483648 and 2147483647")
-            }
+            Some(i) if i32::try_from(i).is_err() => Reply::err(msg::out_of_range(i32::MIN.into(), i32::MAX.into())),
             Some(_) => Reply::err("ERR DB index is out of range"),
         },
         b"time" => {
