@@ -201,18 +201,22 @@ class Servers:
         for p in self.ports:
             wait_redis(p, timeout=120)
 
-    def _spawn(self, port):
-        name = f"n{self.ports.index(port) + 1}"
-        log = open(os.path.join(self.dir, f"{name}.log"), "a")
-        self.procs[port] = subprocess.Popen(self.args[port], stdout=log, stderr=subprocess.STDOUT)
+    def _spawn(self, port, env=None):
+        log = open(self.log_path(port), "a")
+        self.procs[port] = subprocess.Popen(self.args[port], stdout=log, stderr=subprocess.STDOUT,
+                                            env=dict(os.environ, **(env or {})))
+
+    def log_path(self, port):
+        return os.path.join(self.dir, f"n{self.ports.index(port) + 1}.log")
 
     def kill(self, port):
         self.procs[port].send_signal(signal.SIGKILL)
         self.procs[port].wait()
 
-    def restart(self, port):
-        """Starts a killed node again with the same data dir and flags."""
-        self._spawn(port)
+    def restart(self, port, env=None):
+        """Starts a killed node again with the same data dir and flags (and `env` added to its
+        environment: a failpoint, say)."""
+        self._spawn(port, env)
 
     def stop(self):
         for p in self.procs.values():

@@ -2,7 +2,8 @@
 //!
 //! Requests and responses are bincode-encoded serde enums (bounded decoding, see
 //! `sealkv_raft::codec`). A node that is not the leader forwards writes and linearizable reads
-//! to the leader once (`forwarded` stops loops) and returns the leader's answer.
+//! to the leader once (`forwarded` stops loops) and returns the leader's answer. Redis reads
+//! are the exception: a follower asks the leader only for a `ReadIndex` and reads itself.
 
 use std::collections::HashMap;
 use std::sync::{Mutex, OnceLock};
@@ -112,6 +113,9 @@ pub enum Request {
     },
     /// What this node can do (membership path (d) of spec 03 §3). Answered locally.
     Capability,
+    /// ReadIndex: the leader runs its read barrier and answers with the index its store has
+    /// applied; the asking follower answers a Redis read itself once it has applied that index.
+    ReadIndex,
 }
 
 /// One writer-registry row, as the epoch fence and status see it.
@@ -283,6 +287,11 @@ pub enum Response {
     Redis {
         /// The encoded replies.
         replies: Vec<u8>,
+    },
+    /// The answer to `ReadIndex`.
+    ReadIndex {
+        /// The leader's applied index after its read barrier.
+        index: u64,
     },
     /// Failed.
     Error(ApiError),

@@ -338,6 +338,28 @@ impl Coordinator {
         }
     }
 
+    /// ReadIndex for a read served by a follower: after this leader's read barrier, the index its
+    /// store has applied. Why the store's index and not openraft's metrics: a write is
+    /// acknowledged once its apply batch has committed here, which records the applied index in
+    /// the same batch, while the metrics catch up a moment later. So every write acknowledged
+    /// before the read arrived is at or below this index, and a follower that has applied it
+    /// sees them all.
+    pub async fn read_index(&self) -> Result<u64, ApiError> {
+        self.read_barrier().await?;
+        let applied = self.shared.store.applied().map_err(|e| ApiError::new("Internal", e.to_string()))?;
+        Ok(applied.map_or(0, |a| a.index))
+    }
+
+    /// Waits until this node has applied `index`, for at most `wait`. Why openraft's metrics
+    /// here: they move only after the store has committed the apply, so a node that reports
+    /// `index` applied can already read it.
+    pub async fn wait_applied(&self, index: u64, wait: Duration) -> Result<(), ApiError> {
+        match self.raft.wait(Some(wait)).applied_index_at_least(Some(index), "a follower read").await {
+            Ok(_) => Ok(()),
+            Err(e) => Err(ApiError::new("Unavailable", format!("this node has not applied index {index}: {e}"))),
+        }
+    }
+
     /// This node's view of its leadership, for checking and renewing the read lease.
     fn view(&self) -> LeaderView {
         let rx = self.raft.metrics();

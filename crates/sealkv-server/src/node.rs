@@ -560,6 +560,7 @@ impl App {
                 Ok(Response::Written { ts })
             }
             Request::Redis { write, body } => self.redis.lead_encoded(write, &body).await,
+            Request::ReadIndex => Ok(Response::ReadIndex { index: self.coordinator.read_index().await? }),
             Request::Register { payload } => {
                 match EncryptionEntry::decode(&payload) {
                     Ok(EncryptionEntry::Register(_)) => {}

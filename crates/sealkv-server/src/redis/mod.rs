@@ -3,9 +3,13 @@
 //! (INFO, CONFIG, COMMAND, CLIENT: [`info`]).
 //!
 //! Routing: a connection sends each run of consecutive data commands to the leader as one
-//! request (forwarded over gRPC when this node is a follower). On the leader, writes join the
-//! proposer's next command-batch entry and their replies come from the apply; reads wait for a
-//! read barrier and run against the applied store.
+//! request. On the leader, writes join the proposer's next command-batch entry and their replies
+//! come from the apply; reads wait for a read barrier and run against the applied store. A
+//! follower forwards writes over gRPC, and answers reads itself: it asks the leader for a
+//! ReadIndex (the leader's barrier, then its applied index), waits until it has applied that
+//! index, and reads its own store. Why not forward reads too: their replies have no size bound
+//! but the reply budget, far above what one gRPC message may carry (a 75 MiB string, or a
+//! pipeline of GETs, failed that way), and the leader would do every read of the cluster.
 
 pub mod conn;
 pub mod info;
@@ -13,7 +17,7 @@ pub mod proposer;
 pub mod sweep;
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use sealkv_raft::Shared;
 use sealkv_raft::timing::Timing;
@@ -24,6 +28,11 @@ use sealkv_redis::{Group, Reply, entry};
 
 use crate::api::{self, ApiError, Request, Response};
 use crate::coordinator::{Coordinator, now_ms};
+
+/// How long a follower waits to apply the leader's ReadIndex before it forwards the read to the
+/// leader instead. A follower in step applies it within a round trip or two; one that is further
+/// behind (catching up after a restart, or halted) still answers, through the leader.
+const FOLLOWER_READ_WAIT: Duration = Duration::from_secs(1);
 
 /// The leader-side half, owned by the node's `App`.
 pub struct Core {
@@ -73,20 +82,48 @@ impl Core {
             return out;
         }
         let barrier = self.coordinator.read_barrier().await;
-        let out = barrier.map(|()| {
-            let cmds: Vec<Vec<Vec<u8>>> = groups.into_iter().flat_map(|g| g.cmds).collect();
-            let seed = now_ms() ^ cmds.len() as u64;
-            let read = || machine::read(&self.shared.store, now_ms(), seed, &self.cursors, &cmds);
-            if !machine::may_take_long(&cmds) {
-                return read();
-            }
-            let evaluating = Instant::now();
-            let replies = crate::blocking::run(read);
-            self.long_reads.observe(evaluating);
-            replies
-        });
+        let out = barrier.map(|()| self.read_here(groups));
         self.reads.observe(started);
         out
+    }
+
+    /// Runs read groups against this node's applied store, once it is known to be current (after
+    /// the leader's barrier, or a follower's wait for the ReadIndex): one reply per group.
+    fn read_here(&self, groups: Vec<Group>) -> Vec<Reply> {
+        let cmds: Vec<Vec<Vec<u8>>> = groups.into_iter().flat_map(|g| g.cmds).collect();
+        let seed = now_ms() ^ cmds.len() as u64;
+        let read = || machine::read(&self.shared.store, now_ms(), seed, &self.cursors, &cmds);
+        if !machine::may_take_long(&cmds) {
+            return read();
+        }
+        let evaluating = Instant::now();
+        let replies = crate::blocking::run(read);
+        self.long_reads.observe(evaluating);
+        replies
+    }
+
+    /// Runs read groups on this follower, as linearizable as on the leader at `addr`: the
+    /// leader's ReadIndex covers every write acknowledged before the read arrived, and this
+    /// node reads once it has applied that index. A follower that cannot catch up within
+    /// [`FOLLOWER_READ_WAIT`], or a leader that does not know ReadIndex (an older version during
+    /// an upgrade), falls back to forwarding the reads.
+    async fn follower_read(&self, addr: &str, groups: Vec<Group>) -> Result<Vec<Reply>, ApiError> {
+        let started = Instant::now();
+        let index = match api::call(addr, Request::ReadIndex, true).await {
+            Ok(Response::ReadIndex { index }) => Some(index),
+            Ok(Response::Error(e)) | Err(e) if e.kind == "NotLeader" => return Err(e),
+            Ok(_) | Err(_) => None,
+        };
+        let caught_up = match index {
+            Some(index) => self.coordinator.wait_applied(index, FOLLOWER_READ_WAIT).await.is_ok(),
+            None => false,
+        };
+        if !caught_up {
+            return forward(addr, false, &groups).await;
+        }
+        let replies = self.read_here(groups);
+        self.reads.observe(started);
+        Ok(replies)
     }
 
     /// Answers a forwarded `Redis` request.
@@ -102,6 +139,7 @@ pub async fn route(core: &Core, write: bool, groups: Vec<Group>) -> Result<Vec<R
     let n = groups.len();
     let replies = match core.coordinator.leader_elsewhere()? {
         None => core.lead(write, groups).await?,
+        Some(addr) if !write => core.follower_read(&addr, groups).await?,
         Some(addr) => forward(&addr, write, &groups).await?,
     };
     if replies.len() != n {
