@@ -716,6 +716,30 @@ class BadInput(Base):
                 s.close()
         self.assertIntact()
 
+    def test_a_pipeline_of_large_reads_holds_a_bounded_share_of_its_replies(self):
+        # 128 GETs of a 4 MiB string: 512 MiB of replies. A node that evaluated the whole run
+        # before sending any of it would hold them twice (the replies, then their encoding). It
+        # holds at most 32 MiB of unsent replies instead, on the leader and on a follower alike.
+        k = self.k("large")
+        value = os.urandom(4 << 20)
+        self.leader.set(k, value)
+        for port in (DEV.leader_port(), DEV.follower_ports()[0]):
+            pid = pid_of(port)
+            before = rss_kib(pid)
+            with open(f"/proc/{pid}/clear_refs", "w") as f:
+                f.write("5")  # resets VmHWM, the peak resident set, to the current one
+            c = redis.Redis(port=port, socket_timeout=120)
+            with c.pipeline(transaction=False) as p:
+                for _ in range(128):
+                    p.get(k)
+                got = p.execute()
+            self.assertEqual(len(got), 128)
+            self.assertTrue(all(v == value for v in got), f"every reply whole and in order on {port}")
+            peak = next(int(line.split()[1]) for line in open(f"/proc/{pid}/status") if line.startswith("VmHWM:"))
+            self.assertLess(peak - before, 256 * 1024, f"peak RSS grew by {peak - before} KiB on {port}")
+        self.leader.delete(k)
+        self.assertIntact()
+
 
 class FollowerReads(Base):
     """A follower answers reads itself once it has applied the leader's ReadIndex."""

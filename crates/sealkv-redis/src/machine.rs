@@ -58,25 +58,45 @@ pub const SHORT_RUN_ARGS: usize = 512;
 /// Whether a run of reads for [`read`] may take long: a command that is not
 /// [`fast`](cmd::Spec::fast) (or not known), or more than [`SHORT_RUN_ARGS`] arguments in all.
 /// The server runs such a run where it cannot stall the node's other tasks.
-pub fn may_take_long(cmds: &[Vec<Vec<u8>>]) -> bool {
-    cmds.iter().map(Vec::len).sum::<usize>() > SHORT_RUN_ARGS
-        || cmds.iter().any(|c| !c.first().and_then(|n| cmd::lookup(n)).is_some_and(cmd::Spec::fast))
+pub fn may_take_long<C: AsRef<[Vec<u8>]>>(cmds: &[C]) -> bool {
+    cmds.iter().map(|c| c.as_ref().len()).sum::<usize>() > SHORT_RUN_ARGS
+        || cmds.iter().any(|c| !c.as_ref().first().and_then(|n| cmd::lookup(n)).is_some_and(cmd::Spec::fast))
 }
 
-/// Runs read-only commands against the applied store (on the leader, after a read barrier),
-/// all against one cut of it. A store failure answers that command with an error.
-pub fn read(store: &Store, now_ms: u64, seed: u64, cursors: &Cursors, cmds: &[Vec<Vec<u8>>]) -> Vec<Reply> {
+/// How many reply bytes (as [`Reply::size`] counts them) a run of reads produces before it
+/// stops. A pipeline of reads has no other bound: 1,000 GETs of a 100 MiB string would be
+/// 100 GB of replies in the node's memory at once, and a client that never reads them could
+/// take a node down that way. [`read`] stops once its replies reach this, and the connection
+/// sends them before it runs the rest; it also sends what it holds once that reaches this, so a
+/// connection holds at most this much of unsent replies, plus the one reply that crossed it
+/// (itself within [`crate::keyspace::REPLY_BUDGET`]). Half of the 64 MiB a forwarded read's
+/// replies may take in one gRPC message.
+pub const RUN_REPLY_BYTES: u64 = 32 << 20;
+
+/// Runs read-only commands against the applied store (after a read barrier), all against one
+/// cut of it. A store failure answers that command with an error. Answers a prefix of `cmds`:
+/// all of them, or as many as it took to reach [`RUN_REPLY_BYTES`] (at least one); the caller
+/// runs the rest once it has sent these replies.
+pub fn read<C: AsRef<[Vec<u8>]>>(store: &Store, now_ms: u64, seed: u64, cursors: &Cursors, cmds: &[C]) -> Vec<Reply> {
     let mut db = ReadDb::new(store, now_ms, seed);
     let mut ctx = Ctx::new(&mut db, Some(cursors), Rules::CURRENT);
-    cmds.iter()
-        .map(|c| match cmd::execute(&mut ctx, c) {
+    let mut out = Vec::with_capacity(cmds.len());
+    let mut bytes = 0u64;
+    for c in cmds {
+        if bytes >= RUN_REPLY_BYTES {
+            break;
+        }
+        let reply = match cmd::execute(&mut ctx, c.as_ref()) {
             Ok(r) => r,
             Err(e) => {
                 tracing::error!(error = %e, "read failed");
                 Reply::err(format!("ERR sealkv: {e}"))
             }
-        })
-        .collect()
+        };
+        bytes = bytes.saturating_add(reply.size());
+        out.push(reply);
+    }
+    out
 }
 
 #[cfg(test)]

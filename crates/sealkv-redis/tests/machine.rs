@@ -671,3 +671,30 @@ fn a_corrupt_counts_record_halts_the_apply_and_answers_reads_with_an_error() {
         .is_ok()
     );
 }
+
+/// A run of reads answers a prefix once its replies reach `RUN_REPLY_BYTES`, and never nothing:
+/// the connection sends that prefix, then runs the rest.
+#[test]
+fn a_run_of_reads_stops_at_its_reply_bound_after_at_least_one() {
+    let mut n = Node::new();
+    let bound = machine::RUN_REPLY_BYTES;
+    // 3 MiB strings: the bound is reached by the 11th GET (11 x 3 MiB > 32 MiB).
+    assert_eq!(n.w("SETRANGE k 3145727 x"), Reply::Int(3 << 20));
+    let run: Vec<Vec<Vec<u8>>> = (0..40).map(|_| args("GET k")).collect();
+    let replies = machine::read(&n.store, n.ms, 7, &n.cursors, &run);
+    let per = Reply::Bulk(vec![0; 3 << 20]).size();
+    let want = bound.div_ceil(per) as usize;
+    assert_eq!(replies.len(), want, "stops at the first reply that reaches the bound");
+    assert!(replies.iter().all(|r| matches!(r, Reply::Bulk(b) if b.len() == 3 << 20)));
+    // The rest, run again, answers what is left: nothing is lost or answered twice.
+    let rest = machine::read(&n.store, n.ms, 7, &n.cursors, &run[want..]);
+    assert_eq!(rest.len(), want.min(run.len() - want));
+    // A single reply above the bound still comes back, alone.
+    assert_eq!(n.w(&format!("SETRANGE big {} x", bound)), Reply::Int(bound as i64 + 1));
+    let two = [args("GET big"), args("GET k")];
+    let replies = machine::read(&n.store, n.ms, 7, &n.cursors, &two);
+    assert!(matches!(replies.as_slice(), [Reply::Bulk(b)] if b.len() as u64 == bound + 1));
+    // Small replies never stop a run.
+    let small: Vec<Vec<Vec<u8>>> = (0..5000).map(|i| args(&format!("EXISTS k{i}"))).collect();
+    assert_eq!(machine::read(&n.store, n.ms, 7, &n.cursors, &small).len(), 5000);
+}

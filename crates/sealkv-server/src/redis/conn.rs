@@ -3,8 +3,9 @@
 //! one request, and write all replies back in order.
 //!
 //! Memory: a connection holds no read buffer while idle (it is dropped once drained), a bulk
-//! length or argument count above the limits is refused from its header, and the number of
-//! connections is capped (`--maxclients`).
+//! length or argument count above the limits is refused from its header, at most
+//! [`machine::RUN_REPLY_BYTES`] of unsent replies (plus the one reply that crossed it), and the
+//! number of connections is capped (`--maxclients`).
 
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
@@ -14,13 +15,14 @@ use std::time::Instant;
 
 use futures::FutureExt;
 use sealkv_redis::cmd::{self, Class};
+use sealkv_redis::machine;
 use sealkv_redis::resp::{self, Limits};
 use sealkv_redis::{Group, Reply};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 use tokio::sync::Notify;
 
-use super::{error_reply, info, route};
+use super::{error_reply, info, route, route_run};
 use crate::node::App;
 
 /// Frontend settings.
@@ -215,7 +217,20 @@ async fn connection(fe: Arc<Frontend>, sock: tokio::net::TcpStream, peer: Socket
             }
         }
         buf.drain(..used);
-        process(&fe, &mut st, cmds, &mut out).await;
+        let mut cmds = process(&fe, &mut st, cmds, &mut out).await;
+        let mut gone = false;
+        while !cmds.is_empty() {
+            // `out` reached its bound with commands left: send it before answering them.
+            if wr.write_all(&out).await.is_err() {
+                gone = true;
+                break;
+            }
+            out.clear();
+            cmds = process(&fe, &mut st, cmds, &mut out).await;
+        }
+        if gone {
+            break;
+        }
         if let Some(e) = &protocol_error {
             // As Redis does: answer the protocol error and close; nothing after it is trusted.
             Reply::err(e.0.clone()).write_to(&mut out, st.resp3);
@@ -244,16 +259,24 @@ fn is(args: &[Vec<u8>], names: &[&str]) -> bool {
     args.first().is_some_and(|n| names.iter().any(|x| n.eq_ignore_ascii_case(x.as_bytes())))
 }
 
-/// Answers parsed commands in order into `out`.
-async fn process(fe: &Frontend, st: &mut State, cmds: VecDeque<Vec<Vec<u8>>>, out: &mut Vec<u8>) {
+/// Answers parsed commands in order into `out`, until `out` holds
+/// [`machine::RUN_REPLY_BYTES`]: returns the commands not answered yet, which the caller runs
+/// once it has sent `out`.
+async fn process(
+    fe: &Frontend,
+    st: &mut State,
+    cmds: VecDeque<Vec<Vec<u8>>>,
+    out: &mut Vec<u8>,
+) -> VecDeque<Vec<Vec<u8>>> {
     // CLIENT LIST shows the last command; it is recorded once per read, not per command.
     let mut last = "";
-    answer(fe, st, cmds, out, &mut last).await;
+    let rest = answer(fe, st, cmds, out, &mut last).await;
     if !last.is_empty()
         && let Ok(mut l) = st.client.last_cmd.lock()
     {
         *l = (Instant::now(), last);
     }
+    rest
 }
 
 async fn answer(
@@ -262,10 +285,10 @@ async fn answer(
     mut cmds: VecDeque<Vec<Vec<u8>>>,
     out: &mut Vec<u8>,
     last: &mut &'static str,
-) {
+) -> VecDeque<Vec<Vec<u8>>> {
     while let Some(args) = cmds.pop_front() {
         if st.quit {
-            return;
+            return VecDeque::new();
         }
         fe.commands_processed.fetch_add(1, Ordering::Relaxed);
         *last = cmd::lookup(args.first().map(Vec::as_slice).unwrap_or_default()).map_or("unknown", |s| s.name);
@@ -326,19 +349,34 @@ async fn answer(
             }
             size += next_size;
             if let Some(a) = cmds.pop_front() {
-                fe.commands_processed.fetch_add(1, Ordering::Relaxed);
                 groups.push(Group::single(a));
             }
         }
         let n = groups.len();
-        match route(&fe.app.redis, write, groups).await {
-            Ok(replies) => replies.iter().for_each(|r| r.write_to(out, st.resp3)),
+        // The run's first command was counted when it was taken; the others count once answered.
+        let answered = match route_run(&fe.app.redis, write, groups).await {
+            Ok((replies, rest)) => {
+                replies.iter().for_each(|r| r.write_to(out, st.resp3));
+                // A run of reads stopped at its reply bound: the rest runs after these are sent.
+                for g in rest.into_iter().rev() {
+                    g.cmds.into_iter().rev().for_each(|c| cmds.push_front(c));
+                }
+                replies.len()
+            }
             Err(e) => {
                 let r = error_reply(&e);
                 (0..n).for_each(|_| r.write_to(out, st.resp3));
+                n
             }
+        };
+        fe.commands_processed.fetch_add(answered.saturating_sub(1) as u64, Ordering::Relaxed);
+        if out.len() as u64 >= machine::RUN_REPLY_BYTES {
+            // Send what is held before answering more, whatever produced it, so a pipeline's
+            // replies never pile up in memory (see `machine::RUN_REPLY_BYTES`).
+            return cmds;
         }
     }
+    VecDeque::new()
 }
 
 /// Runs a connection-level command.

@@ -70,17 +70,27 @@ impl Core {
         })
     }
 
-    /// Runs groups on this node, which leads: one reply per group.
+    /// Runs groups on this node, which leads: one reply per group for writes; for reads, one per
+    /// group of a prefix of them (see [`Core::lead_read`]).
     pub async fn lead(&self, write: bool, groups: Vec<Group>) -> Result<Vec<Reply>, ApiError> {
+        if write { self.lead_write(groups).await } else { self.lead_read(&groups).await }
+    }
+
+    /// Runs write groups through the proposer: one reply per group.
+    async fn lead_write(&self, groups: Vec<Group>) -> Result<Vec<Reply>, ApiError> {
         let started = Instant::now();
-        if write {
-            // Refused here, alone (local and forwarded writes both come this way): inside a
-            // batch it would fail every command it was packed with.
-            proposer::check_size(&groups)?;
-            let out = self.proposer.submit(groups).await;
-            self.writes.observe(started);
-            return out;
-        }
+        // Refused here, alone (local and forwarded writes both come this way): inside a batch it
+        // would fail every command it was packed with.
+        proposer::check_size(&groups)?;
+        let out = self.proposer.submit(groups).await;
+        self.writes.observe(started);
+        out
+    }
+
+    /// Runs read groups (one command each) after the read barrier: the replies of all of them,
+    /// or of the first ones, whose replies reached [`machine::RUN_REPLY_BYTES`].
+    async fn lead_read(&self, groups: &[Group]) -> Result<Vec<Reply>, ApiError> {
+        let started = Instant::now();
         let barrier = self.coordinator.read_barrier().await;
         let out = barrier.map(|()| self.read_here(groups));
         self.reads.observe(started);
@@ -88,9 +98,10 @@ impl Core {
     }
 
     /// Runs read groups against this node's applied store, once it is known to be current (after
-    /// the leader's barrier, or a follower's wait for the ReadIndex): one reply per group.
-    fn read_here(&self, groups: Vec<Group>) -> Vec<Reply> {
-        let cmds: Vec<Vec<Vec<u8>>> = groups.into_iter().flat_map(|g| g.cmds).collect();
+    /// the leader's barrier, or a follower's wait for the ReadIndex): one reply per group, for
+    /// all of them or a prefix ([`machine::read`]).
+    fn read_here(&self, groups: &[Group]) -> Vec<Reply> {
+        let cmds: Vec<&Vec<Vec<u8>>> = groups.iter().flat_map(|g| &g.cmds).collect();
         let seed = now_ms() ^ cmds.len() as u64;
         let read = || machine::read(&self.shared.store, now_ms(), seed, &self.cursors, &cmds);
         if !machine::may_take_long(&cmds) {
@@ -107,7 +118,7 @@ impl Core {
     /// node reads once it has applied that index. A follower that cannot catch up within
     /// [`FOLLOWER_READ_WAIT`], or a leader that does not know ReadIndex (an older version during
     /// an upgrade), falls back to forwarding the reads.
-    async fn follower_read(&self, addr: &str, groups: Vec<Group>) -> Result<Vec<Reply>, ApiError> {
+    async fn follower_read(&self, addr: &str, groups: &[Group]) -> Result<Vec<Reply>, ApiError> {
         let started = Instant::now();
         let index = match api::call(addr, Request::ReadIndex, true).await {
             Ok(Response::ReadIndex { index }) => Some(index),
@@ -119,7 +130,7 @@ impl Core {
             None => false,
         };
         if !caught_up {
-            return forward(addr, false, &groups).await;
+            return forward(addr, false, groups).await;
         }
         let replies = self.read_here(groups);
         self.reads.observe(started);
@@ -134,18 +145,41 @@ impl Core {
     }
 }
 
-/// Runs groups wherever the leader is: locally, or forwarded once over gRPC.
+/// Runs groups wherever the leader is: locally, or forwarded once over gRPC. One reply per
+/// group; for callers that send a single group, or writes.
 pub async fn route(core: &Core, write: bool, groups: Vec<Group>) -> Result<Vec<Reply>, ApiError> {
     let n = groups.len();
-    let replies = match core.coordinator.leader_elsewhere()? {
-        None => core.lead(write, groups).await?,
-        Some(addr) if !write => core.follower_read(&addr, groups).await?,
-        Some(addr) => forward(&addr, write, &groups).await?,
-    };
-    if replies.len() != n {
+    let (replies, rest) = route_run(core, write, groups).await?;
+    if !rest.is_empty() {
         return Err(ApiError::new("Internal", format!("{} replies for {n} commands", replies.len())));
     }
     Ok(replies)
+}
+
+/// Runs a connection's run of groups: the replies, and the groups not run yet. Writes all run.
+/// Reads stop once their replies reach [`machine::RUN_REPLY_BYTES`] (after at least one), and
+/// the connection sends the replies so far before it runs the rest.
+pub async fn route_run(core: &Core, write: bool, mut groups: Vec<Group>) -> Result<(Vec<Reply>, Vec<Group>), ApiError> {
+    let n = groups.len();
+    let leader = core.coordinator.leader_elsewhere()?;
+    let miscount = |answered: usize| ApiError::new("Internal", format!("{answered} replies for {n} commands"));
+    if write {
+        let replies = match leader {
+            None => core.lead_write(groups).await?,
+            Some(addr) => forward(&addr, true, &groups).await?,
+        };
+        return if replies.len() == n { Ok((replies, Vec::new())) } else { Err(miscount(replies.len())) };
+    }
+    let replies = match leader {
+        None => core.lead_read(&groups).await?,
+        Some(addr) => core.follower_read(&addr, &groups).await?,
+    };
+    // A prefix, never nothing: a run that made no progress would be sent again forever.
+    if replies.len() > n || (replies.is_empty() && n > 0) {
+        return Err(miscount(replies.len()));
+    }
+    let rest = groups.split_off(replies.len());
+    Ok((replies, rest))
 }
 
 /// Sends groups to the leader at `addr`. An oversize write is refused here and never travels.
