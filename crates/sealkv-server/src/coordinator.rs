@@ -3,7 +3,7 @@
 //! cutover, and coalesced linearizable reads.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use openraft::error::{ClientWriteError, RaftError};
@@ -13,6 +13,7 @@ use sealkv_raft::{ApplyResult, Payload, Raft, Shared, machine_payload};
 use tokio::sync::{Mutex, RwLock};
 
 use crate::api::ApiError;
+use crate::rounds::SharedRounds;
 
 /// How far ahead of the wall clock a lease lets timestamps run.
 const LEASE_MS: i64 = 10_000;
@@ -56,9 +57,8 @@ pub struct Coordinator {
     /// reason holds and releases independently.
     open: AtomicBool,
     holds: std::sync::Mutex<std::collections::BTreeMap<Hold, String>>,
-    reads_started: AtomicU64,
-    reads_done: AtomicU64,
-    read_gate: Mutex<()>,
+    /// ReadIndex quorum rounds, shared by the readers that arrive together.
+    read_rounds: SharedRounds<()>,
     lease: std::sync::Mutex<Option<ReadLease>>,
     /// Per raft DEK id, the newest log index this process proposed under it (while it led), for
     /// `sealkv_encryption_last_proposed_index`. Other leaders, and this node's earlier processes,
@@ -112,9 +112,7 @@ impl Coordinator {
             intake: RwLock::new(()),
             open: AtomicBool::new(true),
             holds: std::sync::Mutex::new(Default::default()),
-            reads_started: AtomicU64::new(0),
-            reads_done: AtomicU64::new(0),
-            read_gate: Mutex::new(()),
+            read_rounds: SharedRounds::default(),
             lease: std::sync::Mutex::new(None),
             last_proposed: std::sync::Mutex::new(Default::default()),
             proposals: Timing::default(),
@@ -320,22 +318,19 @@ impl Coordinator {
         if self.lease_covers(Instant::now()) {
             return Ok(());
         }
-        let arrived = self.reads_started.load(Ordering::Acquire);
-        let _g = self.read_gate.lock().await;
-        if self.reads_done.load(Ordering::Acquire) > arrived {
-            return Ok(());
-        }
-        let id = self.reads_started.fetch_add(1, Ordering::AcqRel) + 1;
-        let (started, before) = (Instant::now(), self.view());
-        match self.raft.ensure_linearizable().await {
-            Ok(_) => {
-                self.renew_lease(started, before);
-                self.reads_done.store(id, Ordering::Release);
-                Ok(())
-            }
-            Err(RaftError::APIError(_)) => Err(ApiError::new("NotLeader", "leadership moved; retry")),
-            Err(e) => Err(ApiError::new("Unavailable", e.to_string())),
-        }
+        self.read_rounds
+            .run(|| async {
+                let (started, before) = (Instant::now(), self.view());
+                match self.raft.ensure_linearizable().await {
+                    Ok(_) => {
+                        self.renew_lease(started, before);
+                        Ok(())
+                    }
+                    Err(RaftError::APIError(_)) => Err(ApiError::new("NotLeader", "leadership moved; retry")),
+                    Err(e) => Err(ApiError::new("Unavailable", e.to_string())),
+                }
+            })
+            .await
     }
 
     /// ReadIndex for a read served by a follower: after this leader's read barrier, the index its

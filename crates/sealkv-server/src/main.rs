@@ -22,6 +22,7 @@ mod log_budget;
 mod metrics;
 mod node;
 mod redis;
+mod rounds;
 
 /// jemalloc: every Redis write moves ~1 KiB buffers (request, Raft entry, sealed value, reply)
 /// through several threads, which is glibc malloc's slow path (no thread cache above 1 KiB);

@@ -28,6 +28,7 @@ use sealkv_redis::{Group, Reply, entry};
 
 use crate::api::{self, ApiError, Request, Response};
 use crate::coordinator::{Coordinator, now_ms};
+use crate::rounds::SharedRounds;
 
 /// How long a follower waits to apply the leader's ReadIndex before it forwards the read to the
 /// leader instead. A follower in step applies it within a round trip or two; one that is further
@@ -40,6 +41,9 @@ pub struct Core {
     shared: Arc<Shared>,
     proposer: proposer::Proposer,
     cursors: Cursors,
+    /// This node's ReadIndex calls to the leader while it follows, shared by the reads that
+    /// arrive together (at -P 1, fifty clients' GETs take one call, not fifty).
+    read_index: SharedRounds<u64>,
     /// Writes this node ran as leader, one observation per `lead` call (a connection's run of
     /// pipelined commands): group-commit wait, proposal and apply.
     pub(crate) writes: Timing,
@@ -64,6 +68,7 @@ impl Core {
             shared,
             proposer,
             cursors: Cursors::default(),
+            read_index: SharedRounds::default(),
             writes: Timing::default(),
             reads: Timing::default(),
             long_reads: Timing::default(),
@@ -120,10 +125,20 @@ impl Core {
     /// an upgrade), falls back to forwarding the reads.
     async fn follower_read(&self, addr: &str, groups: &[Group]) -> Result<Vec<Reply>, ApiError> {
         let started = Instant::now();
-        let index = match api::call(addr, Request::ReadIndex, true).await {
-            Ok(Response::ReadIndex { index }) => Some(index),
-            Ok(Response::Error(e)) | Err(e) if e.kind == "NotLeader" => return Err(e),
-            Ok(_) | Err(_) => None,
+        let asked = self
+            .read_index
+            .run(|| async {
+                match api::call(addr, Request::ReadIndex, true).await {
+                    Ok(Response::ReadIndex { index }) => Ok(index),
+                    Ok(Response::Error(e)) | Err(e) => Err(e),
+                    Ok(other) => Err(ApiError::new("Internal", format!("unexpected answer {other:?}"))),
+                }
+            })
+            .await;
+        let index = match asked {
+            Ok(index) => Some(index),
+            Err(e) if e.kind == "NotLeader" => return Err(e),
+            Err(_) => None,
         };
         let caught_up = match index {
             Some(index) => self.coordinator.wait_applied(index, FOLLOWER_READ_WAIT).await.is_ok(),
