@@ -209,6 +209,11 @@ class Servers:
     def log_path(self, port):
         return os.path.join(self.dir, f"n{self.ports.index(port) + 1}.log")
 
+    def leader_and_follower(self):
+        """The leader's Redis port and a follower's."""
+        leader = next(p for p in self.ports if role_of(p) == "leader")
+        return leader, next(p for p in self.ports if p != leader)
+
     def kill(self, port):
         self.procs[port].send_signal(signal.SIGKILL)
         self.procs[port].wait()

@@ -13,7 +13,7 @@ import unittest
 
 import redis
 
-from cluster import Dev, Servers, pid_of, retry, role_of, samples, scrape, wait_redis
+from cluster import Dev, Servers, pid_of, retry, samples, scrape, wait_redis
 
 WRONGTYPE = "WRONGTYPE Operation against a key holding the wrong kind of value"
 DEV = None
@@ -915,8 +915,7 @@ class Failures(unittest.TestCase):
     def test_leader_killed_during_a_pipeline_loses_no_acknowledged_write(self):
         srv = Servers()
         try:
-            leader = next(p for p in srv.ports if role_of(p) == "leader")
-            follower = next(p for p in srv.ports if p != leader)
+            leader, follower = srv.leader_and_follower()
             c = redis.Redis(port=follower, socket_timeout=60)
             acked = {}
             killer = threading.Timer(0.5, srv.kill, args=(leader,))
@@ -961,8 +960,7 @@ class Failures(unittest.TestCase):
         # the client still gets the latest acknowledged value, never the follower's stale one.
         srv = Servers()
         try:
-            leader = next(p for p in srv.ports if role_of(p) == "leader")
-            stuck = next(p for p in srv.ports if p != leader)
+            leader, stuck = srv.leader_and_follower()
             c = redis.Redis(port=leader, socket_timeout=60)
             c.set("k", "old")
             self.assertEqual(redis.Redis(port=stuck, socket_timeout=60).get("k"), b"old")
@@ -989,8 +987,7 @@ class Failures(unittest.TestCase):
         # message limit and never arrive; the log reader hands replication at most 4 MiB a time.
         srv = Servers()
         try:
-            leader = next(p for p in srv.ports if role_of(p) == "leader")
-            lagger = next(p for p in srv.ports if p != leader)
+            leader, lagger = srv.leader_and_follower()
             srv.kill(lagger)
             c = redis.Redis(port=leader, socket_timeout=120)
             values = set_random(self, c, "lag", batches=12, per_batch=8, size=1 << 20)

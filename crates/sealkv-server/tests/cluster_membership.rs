@@ -109,7 +109,7 @@ fn restored_data_dir_is_fenced_above_the_clusters_epochs() {
     let leader = c.leader(0);
     let f = (0..3).find(|i| *i != leader).unwrap();
     let name = c.nodes[f].name.clone();
-    let storage = node(&c.encryption(leader), &name)["active_storage"].as_u64().unwrap();
+    let storage = c.encryption_of(leader, &name)["active_storage"].as_u64().unwrap();
 
     // Stop it cleanly and keep a copy of its data dir (the "backup").
     c.kill(f);

@@ -56,8 +56,8 @@ fn follower_behind_purged_log_catches_up_by_snapshot() {
     assert!(counts(&c.nodes[leader].dir)["by_key_id"].get(ids[0]).is_some(), "same DEK id on the leader");
 }
 
-fn active(status: &serde_json::Value, node: &str) -> (u64, u64) {
-    let n = status["nodes"].as_array().unwrap().iter().find(|n| n["id"] == node).unwrap_or_else(|| panic!("{status}"));
+fn active(c: &Cluster, via: usize, node: &str) -> (u64, u64) {
+    let n = c.encryption_of(via, node);
     (n["active_storage"].as_u64().unwrap(), n["active_raft"].as_u64().unwrap())
 }
 
@@ -72,7 +72,7 @@ fn follower_catches_up_by_snapshot_across_a_key_rotation_it_never_saw() {
     let lagger = (0..3).find(|i| *i != leader).unwrap();
     let other = (0..3).find(|i| *i != leader && *i != lagger).unwrap();
     let lag_name = c.nodes[lagger].name.clone();
-    let (old_storage, old_raft) = active(&c.encryption(leader), &lag_name);
+    let (old_storage, old_raft) = active(&c, leader, &lag_name);
     c.kill(lagger);
     put_range(&c, &[leader, other], 0..60);
     let rotated: serde_json::Value = serde_json::from_str(
@@ -89,7 +89,7 @@ fn follower_catches_up_by_snapshot_across_a_key_rotation_it_never_saw() {
     put_range(&c, &[leader, other], 60..120);
 
     restart_and_expect_snapshot(&mut c, leader, lagger);
-    assert_eq!(active(&c.encryption(lagger), &lag_name), (new_storage, new_raft), "new DEKs came with the snapshot");
+    assert_eq!(active(&c, lagger, &lag_name), (new_storage, new_raft), "new DEKs came with the snapshot");
 
     // In a quorum with the leader alone it must unwrap new-raft-DEK entries and seal new values.
     c.kill(other);

@@ -179,6 +179,21 @@ impl Cluster {
         serde_json::from_str(&self.admin_retry(&[i], &["encryption", "status", "--json"])).unwrap()
     }
 
+    /// Node `name`'s entry in node `via`'s encryption status. The status asks every member live,
+    /// with 2 s each, so a member slow to answer on a loaded machine is listed as unreachable:
+    /// ask again until it answers (30 s at most).
+    pub fn encryption_of(&self, via: usize, name: &str) -> serde_json::Value {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let status = self.encryption(via);
+            if let Some(n) = status["nodes"].as_array().and_then(|ns| ns.iter().find(|n| n["id"] == name)) {
+                return n.clone();
+            }
+            assert!(Instant::now() < deadline, "{name} never answered the encryption status: {status}");
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
     /// The command line of node `i` (without env).
     pub fn server_args(&self, i: usize) -> Vec<String> {
         let n = &self.nodes[i];
