@@ -209,6 +209,11 @@ class Servers:
     def log_path(self, port):
         return os.path.join(self.dir, f"n{self.ports.index(port) + 1}.log")
 
+    def log_text(self, port):
+        """Everything node `port` has logged so far."""
+        with open(self.log_path(port)) as f:
+            return f.read()
+
     def leader_and_follower(self):
         """The leader's Redis port and a follower's."""
         leader = next(p for p in self.ports if role_of(p) == "leader")

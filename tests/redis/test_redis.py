@@ -969,7 +969,7 @@ class Failures(unittest.TestCase):
             wait_redis(stuck, timeout=120)
             c.set("k", "new")
             deadline = time.time() + 60
-            while "failpoint-paused raft.apply.before_batch" not in open(srv.log_path(stuck)).read():
+            while "failpoint-paused raft.apply.before_batch" not in srv.log_text(stuck):
                 self.assertLess(time.time(), deadline, "the restarted follower never reached its apply")
                 time.sleep(0.1)
             s = redis.Redis(port=stuck, socket_timeout=60)
