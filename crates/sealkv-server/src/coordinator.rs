@@ -345,14 +345,11 @@ impl Coordinator {
         Ok(applied.map_or(0, |a| a.index))
     }
 
-    /// Waits until this node has applied `index`, for at most `wait`. Why openraft's metrics
-    /// here: they move only after the store has committed the apply, so a node that reports
-    /// `index` applied can already read it.
-    pub async fn wait_applied(&self, index: u64, wait: Duration) -> Result<(), ApiError> {
-        match self.raft.wait(Some(wait)).applied_index_at_least(Some(index), "a follower read").await {
-            Ok(_) => Ok(()),
-            Err(e) => Err(ApiError::new("Unavailable", format!("this node has not applied index {index}: {e}"))),
-        }
+    /// Whether this node has applied `index` within `wait` (false too once its Raft core has
+    /// stopped, a halt among the reasons). Why openraft's metrics here: they move only after the
+    /// store has committed the apply, so a node that reports `index` applied can already read it.
+    pub async fn wait_applied(&self, index: u64, wait: Duration) -> bool {
+        self.raft.wait(Some(wait)).applied_index_at_least(Some(index), "a follower read").await.is_ok()
     }
 
     /// This node's view of its leadership, for checking and renewing the read lease.

@@ -141,7 +141,7 @@ impl Core {
             Err(_) => None,
         };
         let caught_up = match index {
-            Some(index) => self.coordinator.wait_applied(index, FOLLOWER_READ_WAIT).await.is_ok(),
+            Some(index) => self.coordinator.wait_applied(index, FOLLOWER_READ_WAIT).await,
             None => false,
         };
         if !caught_up {
