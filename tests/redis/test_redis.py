@@ -29,11 +29,13 @@ def tearDownModule():
         DEV.stop()
 
 
-def rss_kib(pid):
-    for line in open(f"/proc/{pid}/status"):
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    raise RuntimeError("no VmRSS")
+def rss_kib(pid, field="VmRSS"):
+    """A memory figure of the process in KiB: its resident set, or `field` (VmHWM, its peak)."""
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    raise RuntimeError(f"no {field}")
 
 
 def set_random(test, client, prefix, batches, per_batch, size):
@@ -735,7 +737,7 @@ class BadInput(Base):
                 got = p.execute()
             self.assertEqual(len(got), 128)
             self.assertTrue(all(v == value for v in got), f"every reply whole and in order on {port}")
-            peak = next(int(line.split()[1]) for line in open(f"/proc/{pid}/status") if line.startswith("VmHWM:"))
+            peak = rss_kib(pid, "VmHWM")
             self.assertLess(peak - before, 256 * 1024, f"peak RSS grew by {peak - before} KiB on {port}")
         self.leader.delete(k)
         self.assertIntact()
